@@ -1,0 +1,1 @@
+"""MLP regressor trained and exported on the JAX backend."""

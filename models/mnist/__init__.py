@@ -1,0 +1,1 @@
+"""Small CNN digit classifier trained on synthetic digit-like images."""

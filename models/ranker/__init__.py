@@ -1,0 +1,1 @@
+"""Two-tower ranker over dict inputs, with checked-in weights."""

@@ -1,0 +1,1 @@
+"""Bag-of-embeddings sentiment classifier with an in-graph TextVectorization vocabulary."""

@@ -1,0 +1,1 @@
+"""Multi-label tagger: a subclassed keras.Model built on models.common.layers."""
