@@ -1,0 +1,1 @@
+"""Analysis: resolve targets into actions and compute their action keys, without TensorFlow."""

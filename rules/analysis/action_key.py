@@ -1,0 +1,128 @@
+"""Action keys: sha256 over canonical JSON of everything that can change an artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rules
+from rules.analysis.digests import DigestCache
+from rules.analysis.graph import Action
+from rules.analysis.imports import ImportScanner
+from rules.analysis.toolchain import Toolchain
+from rules.hashing import sha256_json
+from rules.loading.targets import ExportTarget, TrainTarget
+
+# Bump when the meaning of a key input changes, so old cache entries stop matching.
+KEY_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ActionKey:
+    """The key and the document it hashes; the document is kept to explain rebuilds."""
+
+    digest: str
+    inputs: Mapping[str, Any]
+
+
+class InputMissing(Exception):
+    """An input file is gone (e.g. a producing target has not been built yet)."""
+
+
+def code_modules(action: Action) -> list[str]:
+    """Modules whose code runs during the action: factory, train function, endpoint fns."""
+    refs = [action.factory]
+    target = action.target
+    if isinstance(target, TrainTarget):
+        refs.append(target.train)
+    else:
+        refs.extend(ep.fn for ep in target.endpoints if ":" in ep.fn)
+    return sorted({ref.partition(":")[0] for ref in refs})
+
+
+def attributes(action: Action) -> dict[str, Any]:
+    """Rule attributes that change what is built; names, docs and paths are left out."""
+    target = action.target
+    if isinstance(target, TrainTarget):
+        return {"factory": target.factory, "train": target.train, "seed": target.seed}
+    assert isinstance(target, ExportTarget)
+    return {
+        "factory": action.factory,
+        "format": target.format,
+        "endpoints": [ep.to_json() for ep in target.endpoints],
+        "variable_collections": [list(pair) for pair in target.variable_collections],
+        "track": list(target.track),
+        "tolerance": target.tolerance,
+        "jax2tf_kwargs": dict(target.jax2tf_kwargs) if target.jax2tf_kwargs is not None else None,
+    }
+
+
+def compute(
+    action: Action,
+    root: Path,
+    digests: DigestCache,
+    scanner: ImportScanner,
+    toolchain: Toolchain,
+) -> ActionKey:
+    """Hash the action's inputs; raises InputMissing if an input file does not exist."""
+    files: dict[str, str] = {}
+    for rel in action.inputs:
+        try:
+            files[rel] = digests.digest(root / rel)
+        except FileNotFoundError as err:
+            raise InputMissing(rel) from err
+    closure = scanner.closure(code_modules(action))
+    inputs = {
+        "schema": KEY_SCHEMA,
+        "rules_keras": rules.__version__,
+        "kind": action.kind,
+        "backend": action.backend,
+        "attrs": attributes(action),
+        "files": files,
+        "code": dict(closure.files),
+        "toolchain": toolchain.to_json(),
+        "third_party": toolchain.third_party(closure.third_party),
+    }
+    return ActionKey(sha256_json(inputs), inputs)
+
+
+def explain(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
+    """Human-readable reasons why `new` differs from the inputs recorded in a manifest."""
+    if not old:
+        return ["no previous build"]
+    reasons: list[str] = []
+    for section in ("files", "code"):
+        before, after = old.get(section, {}), new.get(section, {})
+        for path in sorted(set(before) | set(after)):
+            a, b = before.get(path), after.get(path)
+            if a == b:
+                continue
+            if a is None:
+                reasons.append(f"{path}: added ({b[:12]})")
+            elif b is None:
+                reasons.append(f"{path}: removed (was {a[:12]})")
+            else:
+                reasons.append(f"{path}: {a[:12]} -> {b[:12]}")
+    for section in ("toolchain", "third_party"):
+        before, after = old.get(section, {}), new.get(section, {})
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                reasons.append(f"{name}: {before.get(name)} -> {after.get(name)}")
+    before_attrs, after_attrs = old.get("attrs", {}), new.get("attrs", {})
+    for name in sorted(set(before_attrs) | set(after_attrs)):
+        if before_attrs.get(name) != after_attrs.get(name):
+            reasons.append(
+                f"attribute {name}: {_short(before_attrs.get(name))} -> "
+                f"{_short(after_attrs.get(name))}"
+            )
+    for field in ("backend", "rules_keras", "schema", "kind"):
+        if old.get(field) != new.get(field):
+            reasons.append(f"{field}: {old.get(field)} -> {new.get(field)}")
+    return reasons or ["artifact missing or modified"]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,262 @@
+"""Resolve loaded targets into build actions; every problem becomes a Failure naming its label."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from rules.errors import did_you_mean
+from rules.loading.build_files import Package
+from rules.loading.labels import Label
+from rules.loading.rules import FORMATS
+from rules.loading.targets import (
+    BrokenTarget,
+    ExportTarget,
+    FileRef,
+    ModelTarget,
+    Target,
+    TrainTarget,
+)
+
+ARTIFACTS = "artifacts"
+RULE_NAMES = {TrainTarget: "keras_train", ModelTarget: "keras_model", ExportTarget: "keras_export"}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing to build: a keras_train or keras_export target, fully resolved.
+
+    `inputs` are the files whose content enters the key, `deps` the train
+    actions that produce some of them, `output` the workspace-relative path.
+    """
+
+    label: Label
+    target: TrainTarget | ExportTarget
+    model: ModelTarget | None
+    backend: str
+    factory: str
+    weights: str | None
+    inputs: tuple[str, ...]
+    deps: tuple[Label, ...]
+    output: str
+
+    @property
+    def kind(self) -> str:
+        return "keras_train" if isinstance(self.target, TrainTarget) else "keras_export"
+
+    @property
+    def doc(self) -> str:
+        return self.target.doc
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A target (or BUILD.py) that cannot be built, and why."""
+
+    name: str
+    message: str
+    label: Label | None = None
+
+
+@dataclass(frozen=True)
+class BuildGraph:
+    actions: tuple[Action, ...]
+    failures: tuple[Failure, ...]
+
+
+def output_path(target: TrainTarget | ExportTarget) -> str:
+    pkg = PurePosixPath(ARTIFACTS, target.label.package)
+    if isinstance(target, TrainTarget):
+        return str(pkg / f"{target.label.name}.weights.h5")
+    return str(pkg / (target.out or target.label.name))
+
+
+class _Resolver:
+    def __init__(self, root: Path, packages: tuple[Package, ...]) -> None:
+        self.root = root
+        self.packages = {p.name: p for p in packages}
+        self.targets: dict[Label, Target] = {}
+        self.failures: dict[Label, str] = {}
+        for package in packages:
+            first_seen: dict[Label, str] = {}
+            for target in package.targets:
+                if target.label in first_seen:
+                    self.failures[target.label] = (
+                        f"target name {target.label.name!r} is declared twice, at "
+                        f"{first_seen[target.label]} and {target.where}"
+                    )
+                    continue
+                first_seen[target.label] = target.where
+                self.targets[target.label] = target
+                if isinstance(target, BrokenTarget):
+                    self.failures[target.label] = f"{target.message} (declared at {target.where})"
+
+    def lookup(self, label: Label, wanted: type, user: Label, attr: str) -> Target:
+        """The target `label` names, or raise _Unresolved with a helpful message."""
+        package = self.packages.get(label.package)
+        if package is None:
+            hint = did_you_mean(label.package, self.packages)
+            raise _Unresolved(
+                f"attribute {attr!r}: no package {label.package!r} (no BUILD.py in "
+                f"{label.package or '.'}/) for {label}.{hint}"
+            )
+        if package.error is not None:
+            raise _Unresolved(
+                f"attribute {attr!r}: {label} is in a BUILD.py that failed to load: "
+                f"{package.error}"
+            )
+        target = self.targets.get(label)
+        if target is None:
+            names = [t.label.name for t in package.targets]
+            raise _Unresolved(
+                f"attribute {attr!r}: no target {label.name!r} in package "
+                f"{label.package!r}.{did_you_mean(label.name, names)}"
+            )
+        if label in self.failures:
+            raise _Unresolved(f"attribute {attr!r}: {label} has errors: {self.failures[label]}")
+        if not isinstance(target, wanted):
+            raise _Unresolved(
+                f"attribute {attr!r}: {label} is a {RULE_NAMES[type(target)]}, "
+                f"expected a {RULE_NAMES[wanted]}"
+            )
+        return target
+
+    def check_file(self, ref: FileRef, attr: str) -> str:
+        if not (self.root / ref.path).is_file():
+            raise _Unresolved(f"attribute {attr!r}: file {ref.path} does not exist")
+        return ref.path
+
+    def weights(self, ref: FileRef | Label, user: Label, attr: str) -> tuple[str, Label | None]:
+        if isinstance(ref, FileRef):
+            return self.check_file(ref, attr), None
+        producer = self.lookup(ref, TrainTarget, user, attr)
+        assert isinstance(producer, TrainTarget)
+        return output_path(producer), ref
+
+    def action(self, target: TrainTarget | ExportTarget) -> Action:
+        label = target.label
+        if isinstance(target, TrainTarget):
+            data = [self.check_file(f, "data") for f in target.data]
+            weights, dep = (None, None)
+            if target.weights is not None:
+                weights, dep = self.weights(target.weights, label, "weights")
+            return Action(
+                label=label,
+                target=target,
+                model=None,
+                backend=target.backend,
+                factory=target.factory,
+                weights=weights,
+                inputs=tuple(sorted({*data, *([weights] if weights else [])})),
+                deps=(dep,) if dep else (),
+                output=output_path(target),
+            )
+        model = self.lookup(target.model, ModelTarget, label, "model")
+        assert isinstance(model, ModelTarget)
+        if model.backend not in FORMATS[target.format]:
+            raise _Unresolved(
+                f"format {target.format!r} cannot be exported from the {model.backend!r} "
+                f"backend of {model.label}; it supports {list(FORMATS[target.format])}"
+            )
+        if target.jax2tf_kwargs is not None and model.backend != "jax":
+            raise _Unresolved(
+                f"attribute 'jax2tf_kwargs' only applies to the 'jax' backend; "
+                f"{model.label} uses {model.backend!r}"
+            )
+        data = [self.check_file(f, "data") for f in model.data]
+        weights, dep = self.weights(model.weights, model.label, "weights")
+        return Action(
+            label=label,
+            target=target,
+            model=model,
+            backend=model.backend,
+            factory=model.factory,
+            weights=weights,
+            inputs=tuple(sorted({*data, weights})),
+            deps=(dep,) if dep else (),
+            output=output_path(target),
+        )
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def analyse(root: Path, packages: tuple[Package, ...]) -> BuildGraph:
+    """Resolve every buildable target; failures propagate to the targets that depend on them."""
+    resolver = _Resolver(root, packages)
+    failures: list[Failure] = [
+        Failure(p.display_path, str(p.error)) for p in packages if p.error is not None
+    ]
+    actions: dict[Label, Action] = {}
+    errors: dict[Label, str] = {}
+    for label, target in resolver.targets.items():
+        if label in resolver.failures:
+            errors[label] = resolver.failures[label]
+        elif isinstance(target, (TrainTarget, ExportTarget)):
+            try:
+                actions[label] = resolver.action(target)
+            except _Unresolved as err:
+                errors[label] = f"{err} (declared at {target.where})"
+    for label, message in resolver.failures.items():
+        if label not in resolver.targets:
+            errors[label] = message
+    _check_cycles(actions, errors)
+    _check_outputs(actions, errors)
+    _propagate(actions, errors)
+    for label in sorted(errors):
+        failures.append(Failure(str(label), f"{label}: {errors[label]}", label))
+    ordered = tuple(a for label, a in sorted(actions.items()) if label not in errors)
+    return BuildGraph(ordered, tuple(failures))
+
+
+def _check_cycles(actions: dict[Label, Action], errors: dict[Label, str]) -> None:
+    state: dict[Label, int] = {}
+
+    def visit(label: Label, path: list[Label]) -> None:
+        if state.get(label) == 2 or label not in actions:
+            return
+        if state.get(label) == 1:
+            cycle = [*path[path.index(label) :], label]
+            text = " -> ".join(str(c) for c in cycle)
+            for member in cycle:
+                errors.setdefault(member, f"dependency cycle: {text}")
+            return
+        state[label] = 1
+        for dep in actions[label].deps:
+            visit(dep, [*path, label])
+        state[label] = 2
+
+    for label in sorted(actions):
+        visit(label, [])
+
+
+def _check_outputs(actions: dict[Label, Action], errors: dict[Label, str]) -> None:
+    """Two targets may not write the same path, nor one inside the other's."""
+    by_output: dict[str, list[Label]] = defaultdict(list)
+    for label, action in actions.items():
+        by_output[action.output].append(label)
+    outputs = sorted(by_output)
+    for i, out in enumerate(outputs):
+        clash = list(by_output[out])
+        for other in outputs[i + 1 :]:
+            if other.startswith(out + "/"):
+                clash.extend(by_output[other])
+        if len(clash) > 1:
+            names = ", ".join(str(c) for c in sorted(set(clash)))
+            for label in clash:
+                errors.setdefault(label, f"targets {names} write the same artifact path {out}")
+
+
+def _propagate(actions: dict[Label, Action], errors: dict[Label, str]) -> None:
+    changed = True
+    while changed:
+        changed = False
+        for label, action in actions.items():
+            if label in errors:
+                continue
+            bad = [d for d in action.deps if d in errors]
+            if bad:
+                errors[label] = f"depends on {bad[0]}, which cannot be built"
+                changed = True

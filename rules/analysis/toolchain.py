@@ -1,0 +1,107 @@
+"""Toolchain fingerprint: python, keras, backend and third-party versions, read from metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rules.storage.atomic import read_json, write_json
+
+# Distributions that provide each toolchain module. tensorflow-cpu installs the
+# same `tensorflow` module as tensorflow, so both names are tried.
+TOOLCHAIN_DISTS: dict[str, tuple[str, ...]] = {
+    "keras": ("keras",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-macos"),
+    "jax": ("jax",),
+    "jaxlib": ("jaxlib",),
+}
+# Modules each backend's exports need: JAX exports go through jax2tf into TF.
+BACKEND_MODULES: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("keras", "tensorflow"),
+    "jax": ("keras", "jax", "jaxlib", "tensorflow"),
+}
+INSTALL_HINT = {
+    "tensorflow": "pip install 'rules-keras[tensorflow]'",
+    "jax": "pip install 'rules-keras[jax]'",
+}
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """Versions that enter every action key; a module not installed maps to None."""
+
+    python: str
+    modules: tuple[tuple[str, str | None], ...]
+    module_dists: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def version(self, module: str) -> str | None:
+        return dict(self.modules).get(module)
+
+    def missing_for(self, backend: str) -> list[str]:
+        """Modules the backend needs that are not installed."""
+        return [m for m in BACKEND_MODULES[backend] if importlib.util.find_spec(m) is None]
+
+    def third_party(self, top_levels: Iterable[str]) -> dict[str, str]:
+        """Distribution versions for third-party modules that model code imports."""
+        by_module = dict(self.module_dists)
+        found: dict[str, str] = {}
+        for top in top_levels:
+            for dist in by_module.get(top, ()):
+                try:
+                    found[dist] = importlib.metadata.version(dist)
+                except importlib.metadata.PackageNotFoundError:
+                    continue
+        return found
+
+    def to_json(self) -> dict[str, object]:
+        return {"python": self.python, **{m: v for m, v in self.modules}}
+
+
+def _dist_version(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        try:
+            return f"{name}=={importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _site_fingerprint() -> list[list[object]]:
+    """Installing or removing a distribution touches its site-packages folder's mtime."""
+    stamps: list[list[object]] = []
+    for entry in sys.path:
+        try:
+            stamps.append([entry, os.stat(entry or ".").st_mtime_ns])
+        except OSError:
+            continue
+    return stamps
+
+
+def detect(cache_path: Path | None = None) -> Toolchain:
+    """Read versions from installed metadata; the module->distribution map is cached on disk.
+
+    `packages_distributions()` walks every installed distribution (about 0.1 s
+    here), too slow for a no-op build, so it is cached against the mtimes of
+    the sys.path folders.
+    """
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    modules = tuple((m, _dist_version(d)) for m, d in TOOLCHAIN_DISTS.items())
+    stamp = _site_fingerprint()
+    cached = read_json(cache_path) if cache_path else None
+    mapping: Mapping[str, list[str]]
+    if isinstance(cached, dict) and cached.get("stamp") == stamp:
+        mapping = cached["mapping"]
+    else:
+        mapping = importlib.metadata.packages_distributions()
+        if cache_path is not None:
+            with contextlib.suppress(OSError):
+                write_json(cache_path, {"stamp": stamp, "mapping": mapping}, durable=False)
+    dists = tuple(sorted((k, tuple(sorted(set(v)))) for k, v in mapping.items()))
+    return Toolchain(python, modules, dists)

@@ -1,0 +1,1 @@
+"""Execution: worker subprocesses that import Keras and run exports and training."""

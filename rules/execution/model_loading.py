@@ -1,0 +1,39 @@
+"""Build a model from its factory and load its weights, naming what went wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rules.execution.failures import JobFailure, import_ref, user_traceback
+
+
+def build_model(factory: str, weights: str | None, weights_display: str | None) -> Any:
+    """Call the factory and load the weights; failures name the factory or weights file."""
+    import keras
+
+    fn = import_ref(factory, "factory")
+    if not callable(fn):
+        raise JobFailure("FactoryError", f"factory {factory!r} is not callable")
+    try:
+        model = fn()
+    except Exception as err:
+        raise JobFailure(
+            "FactoryError",
+            f"factory {factory!r} raised {type(err).__name__}: {err}",
+            user_traceback(err),
+        ) from err
+    if not isinstance(model, keras.Model):
+        raise JobFailure(
+            "FactoryError",
+            f"factory {factory!r} must return a keras.Model. Received: {type(model).__name__}",
+        )
+    if weights is not None:
+        try:
+            model.load_weights(weights)
+        except Exception as err:
+            raise JobFailure(
+                "WeightsMismatch",
+                f"weights {weights_display or weights} do not fit the model built by "
+                f"{factory!r}: {type(err).__name__}: {err}",
+            ) from err
+    return model

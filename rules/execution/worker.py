@@ -1,0 +1,74 @@
+"""Worker process: imports Keras once for one backend, then runs jobs read from stdin."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from rules.execution.failures import JobFailure, user_traceback
+from rules.execution.protocol import Job, JobResult
+
+
+def run_job(job: Job) -> JobResult:
+    """Run one job; every exception becomes a JobResult so the worker survives it."""
+    import keras
+
+    # Fresh naming and graph state per job: layer names (and so checkpoints'
+    # keys) must not depend on which targets this worker built before.
+    keras.backend.clear_session()
+    started = time.perf_counter()
+    try:
+        if keras.backend.backend() != job.backend:
+            raise JobFailure(
+                "BackendError",
+                f"worker runs Keras backend {keras.backend.backend()!r}, job needs {job.backend!r}",
+            )
+        if job.kind == "keras_export":
+            from rules.execution.exporter import export
+
+            record: dict[str, Any] = export(job)
+        elif job.kind == "keras_train":
+            from rules.execution.trainer import train
+
+            record = train(job)
+        else:
+            raise JobFailure("ProtocolError", f"unknown job kind {job.kind!r}")
+    except JobFailure as failure:
+        return JobResult.failure(failure.kind, failure.message, failure.details)
+    except Exception as err:
+        return JobResult.failure(
+            "InternalError", f"{type(err).__name__}: {err}", user_traceback(err)
+        )
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return JobResult(True, record)
+
+
+def main(argv: list[str]) -> int:
+    root, fd = argv[1], int(argv[2])
+    results = os.fdopen(fd, "wb", buffering=0)
+    sys.path.insert(0, root)
+    os.chdir(root)
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError as err:
+        hint = "pip install 'rules-keras[jax]'" if backend == "jax" else (
+            "pip install 'rules-keras[tensorflow]'"
+        )
+        failure = JobResult.failure(
+            "BackendMissing", f"the {backend} backend is not installed ({err}); {hint}"
+        )
+        for _ in sys.stdin.buffer:
+            results.write(failure.to_line())
+        return 0
+    for line in sys.stdin.buffer:
+        if line.strip():
+            results.write(run_job(Job.from_line(line)).to_line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,1 @@
+"""Loading: labels, BUILD.py files and the rule functions they call."""

@@ -1,0 +1,176 @@
+"""Endpoint and tensor-spec values declared in BUILD files, with their JSON form."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+DTYPES = frozenset(
+    {
+        "float16", "bfloat16", "float32", "float64",
+        "int8", "int16", "int32", "int64", "uint8", "bool", "string",
+    }
+)  # fmt: skip
+
+
+class SpecError(ValueError):
+    """An endpoint or tensor_spec was declared wrongly."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape and dtype of one input tensor; `None` dimensions are dynamic."""
+
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+    name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "name": self.name}
+
+
+@dataclass(frozen=True)
+class SpecDict:
+    """A dict of specs, kept as sorted items so the value is frozen and hashable."""
+
+    items: tuple[tuple[str, SpecTree], ...]
+
+
+SpecTree = TensorSpec | SpecDict | tuple["SpecTree", ...]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One function of the exported artifact.
+
+    `fn` is a model method name or `module:function`; `inputs` has one tree per
+    positional argument; `training` is passed to the model call when not None.
+    """
+
+    name: str
+    fn: str = "call"
+    inputs: tuple[SpecTree, ...] = ()
+    training: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "fn": self.fn,
+            "inputs": [tree_to_json(tree) for tree in self.inputs],
+            "training": self.training,
+        }
+
+
+def tensor_spec(
+    shape: Sequence[int | None], dtype: str = "float32", name: str | None = None
+) -> TensorSpec:
+    """Declare an input tensor: `shape` uses None for dynamic dims, `dtype` a numpy-style name."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise SpecError(f"tensor_spec shape must be a list or tuple. Received: shape={shape!r}")
+    dims: list[int | None] = []
+    for dim in shape:
+        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 0):
+            raise SpecError(
+                f"tensor_spec dimensions must be None or ints >= 0. Received: shape={shape!r}"
+            )
+        dims.append(dim)
+    if dtype not in DTYPES:
+        raise SpecError(
+            f"tensor_spec dtype must be one of {sorted(DTYPES)}. Received: dtype={dtype!r}"
+        )
+    if name is not None and not isinstance(name, str):
+        raise SpecError(f"tensor_spec name must be a string. Received: name={name!r}")
+    return TensorSpec(tuple(dims), dtype, name)
+
+
+def as_tree(value: object, where: str) -> SpecTree:
+    """Check that `value` is a nest of lists, tuples, dicts and TensorSpecs."""
+    if isinstance(value, TensorSpec):
+        return value
+    if isinstance(value, Mapping):
+        items = []
+        for key in sorted(value):
+            if not isinstance(key, str):
+                raise SpecError(f"{where}: dict keys must be strings. Received: {key!r}")
+            items.append((key, as_tree(value[key], f"{where}[{key!r}]")))
+        return SpecDict(tuple(items))
+    if isinstance(value, (list, tuple)):
+        return tuple(as_tree(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise SpecError(
+        f"{where} must be a tensor_spec(...) or a list/dict of them. Received: {value!r}"
+    )
+
+
+def endpoint(
+    name: str,
+    *,
+    fn: str = "call",
+    inputs: Sequence[object] = (),
+    training: bool | None = None,
+) -> Endpoint:
+    """Declare an endpoint of an exported artifact.
+
+    name: the endpoint's name in the SavedModel (`loaded.<name>(...)`).
+    fn: a method of the model ("call" means `model(x)`), or "module:function"
+        that takes the model and returns the callable to export.
+    inputs: the input signature, one entry per positional argument; each entry
+        is a tensor_spec or a nested list/dict of them.
+    training: passed as `training=` to the model call; None leaves it out
+        (inference for "call").
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SpecError(f"endpoint name must be a Python identifier. Received: name={name!r}")
+    if not isinstance(fn, str) or not fn:
+        raise SpecError(f"endpoint {name!r}: fn must be a string. Received: fn={fn!r}")
+    if ":" in fn:
+        module, _, function = fn.partition(":")
+        if not module or not function.isidentifier():
+            raise SpecError(
+                f"endpoint {name!r}: fn must be 'method' or 'module:function'. Received: fn={fn!r}"
+            )
+        if training is not None:
+            raise SpecError(
+                f"endpoint {name!r}: training= applies to model methods only; "
+                f"{fn!r} decides it itself. Received: training={training!r}"
+            )
+    elif not fn.isidentifier():
+        raise SpecError(f"endpoint {name!r}: fn {fn!r} is not a method name")
+    if training is not None and not isinstance(training, bool):
+        raise SpecError(f"endpoint {name!r}: training must be True, False or None")
+    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence) or not inputs:
+        raise SpecError(
+            f"endpoint {name!r}: inputs must be a non-empty list of tensor_spec. "
+            f"Received: inputs={inputs!r}"
+        )
+    trees = tuple(as_tree(v, f"endpoint {name!r} inputs[{i}]") for i, v in enumerate(inputs))
+    return Endpoint(name, fn, trees, training)
+
+
+def tree_to_json(tree: SpecTree) -> Any:
+    """JSON form of a spec tree: {"tensor": ...}, {"dict": {...}} or a list."""
+    if isinstance(tree, TensorSpec):
+        return {"tensor": tree.to_json()}
+    if isinstance(tree, SpecDict):
+        return {"dict": {key: tree_to_json(value) for key, value in tree.items}}
+    return [tree_to_json(t) for t in tree]
+
+
+def tree_from_json(data: Any) -> SpecTree:
+    """Inverse of tree_to_json."""
+    if isinstance(data, list):
+        return tuple(tree_from_json(d) for d in data)
+    if "tensor" in data:
+        t = data["tensor"]
+        return TensorSpec(tuple(t["shape"]), t["dtype"], t["name"])
+    return SpecDict(tuple((k, tree_from_json(v)) for k, v in sorted(data["dict"].items())))
+
+
+def endpoint_from_json(data: Mapping[str, Any]) -> Endpoint:
+    """Inverse of Endpoint.to_json."""
+    return Endpoint(
+        data["name"],
+        data["fn"],
+        tuple(tree_from_json(t) for t in data["inputs"]),
+        data["training"],
+    )

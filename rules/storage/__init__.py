@@ -1,0 +1,1 @@
+"""Storage: atomic file writes, manifests and publishing artifacts into artifacts/."""

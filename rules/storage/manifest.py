@@ -1,0 +1,89 @@
+"""The manifest written beside each artifact: its action key, files and verification record."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rules.analysis.digests import DigestCache
+from rules.cache.records import FileEntry, InvalidEntry
+from rules.storage.atomic import read_json, write_json
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to decide 'up to date' without a worker, and to explain a rebuild."""
+
+    label: str
+    kind: str
+    key: str
+    inputs: Mapping[str, Any]
+    artifact_kind: str
+    files: tuple[FileEntry, ...]
+    dirs: tuple[str, ...]
+    record: Mapping[str, Any]
+    outcome: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "key": self.key,
+            "inputs": dict(self.inputs),
+            "artifact_kind": self.artifact_kind,
+            "files": [[f.path, f.sha256, f.size, f.mode] for f in self.files],
+            "dirs": list(self.dirs),
+            "record": dict(self.record),
+            "outcome": self.outcome,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest | None:
+        """Parse a manifest; anything malformed reads as 'no manifest' (rebuild, never crash)."""
+        try:
+            return cls(
+                label=data["label"],
+                kind=data["kind"],
+                key=data["key"],
+                inputs=data["inputs"],
+                artifact_kind=data["artifact_kind"],
+                files=tuple(FileEntry(*f) for f in data["files"]),
+                dirs=tuple(data["dirs"]),
+                record=data["record"],
+                outcome=data.get("outcome", "built"),
+            )
+        except (KeyError, TypeError, ValueError, InvalidEntry):
+            return None
+
+
+def manifest_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
+
+
+def read(artifact: Path) -> Manifest | None:
+    return Manifest.from_json(read_json(manifest_path(artifact)))
+
+
+def write(artifact: Path, manifest: Manifest) -> None:
+    write_json(manifest_path(artifact), manifest.to_json())
+
+
+def intact(artifact: Path, manifest: Manifest, digests: DigestCache) -> bool:
+    """True when every file the manifest lists is present with its recorded content.
+
+    Digests come from the stat-keyed cache, so an untouched artifact costs one
+    stat per file, not a re-hash.
+    """
+    for entry in manifest.files:
+        path = artifact if manifest.artifact_kind == "file" else artifact / entry.path
+        try:
+            if os.stat(path).st_size != entry.size or digests.digest(path) != entry.sha256:
+                return False
+        except OSError:
+            return False
+    return True

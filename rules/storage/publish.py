@@ -1,0 +1,88 @@
+"""Publish a staged artifact into artifacts/ so readers see the old or the new one, never a mix."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from rules.storage import manifest as manifest_io
+from rules.storage.atomic import fsync_dir, tmp_sibling
+from rules.storage.manifest import Manifest
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def staging_path(dest: Path) -> Path:
+    """Where a worker writes; beside `dest` so the publishing rename is atomic.
+
+    A `.weights.h5` destination keeps its suffix because Keras refuses to
+    save weights to any other name.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_sibling(dest, "staging")
+    if dest.name.endswith(".weights.h5"):
+        tmp = tmp.with_name(tmp.name + ".weights.h5")
+    return tmp
+
+
+def discard(path: Path) -> None:
+    """Remove a staged or replaced artifact, file or directory."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE) where the OS offers it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(a))
+
+
+def publish(dest: Path, staged: Path, manifest: Manifest) -> None:
+    """Move `staged` to `dest`, then write the manifest; the caller holds the output lock.
+
+    A directory cannot be replaced by rename while the old one exists, so the
+    two are swapped atomically (RENAME_EXCHANGE) and the old one deleted: a
+    SavedModel reader or TF Serving poller sees either version whole. Where
+    the OS cannot swap, the old directory is moved aside first, leaving a
+    moment with no artifact but never a half-written one. The manifest goes
+    last: a crash before it leaves a manifest whose files do not match, which
+    reads as out of date.
+    """
+    if staged.is_dir() and dest.is_dir() and not dest.is_symlink():
+        if _exchange(staged, dest):
+            fsync_dir(dest.parent)
+            discard(staged)
+        else:
+            old = tmp_sibling(dest, "old")
+            os.rename(dest, old)
+            os.rename(staged, dest)
+            fsync_dir(dest.parent)
+            discard(old)
+    else:
+        if dest.is_dir() and not dest.is_symlink():
+            discard(dest)
+        os.replace(staged, dest)
+        fsync_dir(dest.parent)
+    manifest_io.write(dest, manifest)
+
+
+def remove(dest: Path) -> None:
+    """Delete an artifact and its manifest (doit clean)."""
+    manifest_io.manifest_path(dest).unlink(missing_ok=True)
+    discard(dest)

@@ -1,0 +1,101 @@
+"""The doit boundary: turns a workspace's targets into doit tasks and configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from rules import reporter
+from rules.build import STATE_DIR, BuildSession
+from rules.errors import RulesError
+from rules.loading.labels import Label
+
+
+class Workspace:
+    """Put one in a dodo.py: `workspace = rules.Workspace(Path(__file__).parent)`.
+
+    doit finds it by its `create_doit_tasks` method. Each target becomes a
+    task named by its label, so `doit //models/mnist:mnist_serving` builds one
+    target, and the `export` task builds them all.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._session: BuildSession | None = None
+
+    @property
+    def session(self) -> BuildSession:
+        if self._session is None:
+            self._session = BuildSession(self.root)
+            reporter.on_complete(self._session.close)
+        return self._session
+
+    def doit_config(self) -> dict[str, Any]:
+        """DOIT_CONFIG for the dodo.py: threads, a concurrency-safe DB and the summary line."""
+        state = self.root / STATE_DIR
+        state.mkdir(exist_ok=True)
+        return {
+            "default_tasks": ["export"],
+            # Process mode pickles task results and hangs on ones it cannot;
+            # exports run in worker processes anyway, so threads only wait.
+            "par_type": "thread",
+            # doit's default dbm here is dbm.dumb, which loses results when two
+            # doit processes run at once. sqlite3 locks; and nothing we decide
+            # depends on this DB (manifests are the source of truth).
+            "backend": "sqlite3",
+            "dep_file": str(state / "doit.sqlite"),
+            "reporter": reporter.SummaryReporter,
+            "verbosity": 2,
+        }
+
+    def create_doit_tasks(self) -> Iterator[dict[str, Any]]:
+        session = self.session
+        exports: list[str] = []
+        for failure in session.graph.failures:
+            exports.append(failure.name)
+            yield {
+                "basename": failure.name,
+                "doc": "cannot be built: see the error",
+                "actions": [(_fail, [failure.message])],
+                "verbosity": 2,
+            }
+        for action in session.graph.actions:
+            name = str(action.label)
+            if action.kind == "keras_export":
+                exports.append(name)
+            yield {
+                "basename": name,
+                "doc": action.doc or f"{action.kind} -> {action.output}",
+                "actions": [(self._build, [action.label, name])],
+                "uptodate": [(self._uptodate, [action.label])],
+                "task_dep": [str(dep) for dep in action.deps],
+                "clean": [(self._clean, [action.label])],
+                "verbosity": 2,
+            }
+        yield {
+            "basename": "export",
+            "doc": "Build every keras_export target (and the keras_train targets they need)",
+            "actions": None,
+            "task_dep": exports,
+        }
+
+    def _uptodate(self, label: Label) -> bool:
+        return self.session.is_up_to_date(label)
+
+    def _build(self, label: Label, task_name: str) -> TaskFailed | None:
+        try:
+            outcome = self.session.build(label)
+        except RulesError as err:
+            return TaskFailed(str(err))
+        reporter.record(task_name, outcome.status)
+        return None
+
+    def _clean(self, label: Label) -> None:
+        self.session.clean(label)
+
+
+def _fail(message: str) -> TaskFailed:
+    return TaskFailed(message)
