@@ -1,0 +1,430 @@
+"""Bazel-disk-cache-style local store: sha256-named blobs in cas/, action results in ac/."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import platformdirs
+
+from rules.cache.records import (
+    ActionResult,
+    CacheCorrupt,
+    CacheError,
+    CacheMiss,
+    FileEntry,
+    InvalidEntry,
+    is_sha256,
+    scan_tree,
+)
+
+ENV_CACHE_DIR = "RULES_KERAS_CACHE_DIR"
+# Entries are named by 64 hex digits, so a leading dot can never be mistaken
+# for one by a reader, and gc can tell an abandoned write by its name.
+TMP_PREFIX = ".tmp-"
+BLOB_MODE = 0o444
+_CHUNK = 1 << 20
+
+# ioctl errors that mean "this filesystem pair cannot clone", as opposed to a
+# real I/O failure: ext4/tmpfs say EOPNOTSUPP or ENOTTY, crossing devices EXDEV.
+_NO_REFLINK = frozenset(
+    {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM}
+)
+
+if sys.platform == "linux":
+    import fcntl
+
+    # Python only names FICLONE from 3.12 on; the value is fixed by the kernel ABI.
+    _FICLONE: int = getattr(fcntl, "FICLONE", 0x40049409)
+
+    def _reflink(dst_fd: int, src_fd: int) -> bool:
+        """Clone src into dst (copy-on-write); False if this filesystem cannot."""
+        try:
+            fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+        except OSError as error:
+            if error.errno not in _NO_REFLINK:
+                raise
+            return False
+        return True
+
+else:
+
+    def _reflink(dst_fd: int, src_fd: int) -> bool:
+        return False
+
+
+def resolve_cache_dir(
+    *, env_value: str | None, config_value: str | os.PathLike[str] | None, default: Path
+) -> Path:
+    """Pick the cache root: the environment beats the project config, which beats the default.
+
+    Empty strings count as unset, so `RULES_KERAS_CACHE_DIR=` falls through.
+    """
+    for candidate in (env_value, config_value):
+        if candidate is not None and os.fspath(candidate) != "":
+            return Path(candidate).expanduser()
+    return default
+
+
+def default_cache_dir(config_value: str | os.PathLike[str] | None = None) -> Path:
+    """This user's cache root: $RULES_KERAS_CACHE_DIR, else `config_value`, else the OS default."""
+    return resolve_cache_dir(
+        env_value=os.environ.get(ENV_CACHE_DIR),
+        config_value=config_value,
+        default=Path(platformdirs.user_cache_dir("rules_keras")),
+    )
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counts and sizes of one cache root, from a single directory walk."""
+
+    ac_entries: int
+    cas_blobs: int
+    total_bytes: int  # AC entries plus CAS blobs; in-flight tmp files are not counted
+    tmp_files: int
+    oldest_mtime: float | None  # seconds since the epoch, None for an empty cache
+    newest_mtime: float | None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file found under ac/ or cas/ by `walk_cache`."""
+
+    area: Literal["ac", "cas"]
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    is_tmp: bool
+
+
+def walk_cache(root: Path) -> Iterator[StoredFile]:
+    """Yield every entry and tmp file under `root`; files that vanish mid-walk are skipped."""
+    for area in ("ac", "cas"):
+        try:
+            shards = [e for e in os.scandir(root / area) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            continue
+        for shard in shards:
+            try:
+                entries = list(os.scandir(shard.path))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                is_tmp = entry.name.startswith(TMP_PREFIX)
+                if not is_tmp and not is_sha256(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield StoredFile(
+                        area, entry.name, entry.path, st.st_size, st.st_mtime_ns, is_tmp
+                    )
+
+
+class LocalCache:
+    """A content-addressed cache directory shared by every build of this user.
+
+    Readers take no locks: entries appear only by atomic rename and are never
+    rewritten, an AC entry is written after all of its blobs, and every blob
+    is re-hashed when it is restored. Every failure surfaces as CacheError so
+    the caller can warn and build locally.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def ac_path(self, key: str) -> Path:
+        """Where the action result for `key` lives."""
+        return self.root / "ac" / key[:2] / key
+
+    def cas_path(self, sha256: str) -> Path:
+        """Where the blob with this sha256 lives."""
+        return self.root / "cas" / sha256[:2] / sha256
+
+    def lookup(self, key: str) -> ActionResult | None:
+        """The stored result for `key` if it and all its blobs are present, else None.
+
+        A bad entry (undecodable, unsafe paths, a blob missing or of the wrong
+        size) is evicted and reported as a miss.
+        """
+        _check_key(key)
+        path = self.ac_path(key)
+        try:
+            with open(path, "rb") as handle:
+                seen = os.fstat(handle.fileno())
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise CacheError(f"cannot read cache entry {path}: {error}") from error
+        try:
+            result = ActionResult.from_reapi(data)
+        except InvalidEntry:
+            _evict(path, seen)
+            return None
+        for entry in result.files:
+            blob = self.cas_path(entry.sha256)
+            try:
+                size = os.stat(blob).st_size
+            except FileNotFoundError:
+                _evict(path, seen)
+                return None
+            except OSError as error:
+                raise CacheError(f"cannot stat cache blob {blob}: {error}") from error
+            if size != entry.size:
+                # A blob's name fixes its size, so this blob is wrong for everyone.
+                _evict(blob, None)
+                _evict(path, seen)
+                return None
+        _touch(path)
+        return result
+
+    def materialize(self, key: str, result: ActionResult, dest: Path) -> None:
+        """Build the artifact described by `result` (the entry of `key`) at the new path `dest`.
+
+        Files are reflinked where the filesystem can, copied otherwise, never
+        hardlinked: a user editing an output must not edit the cache. Every
+        blob is re-hashed; on a mismatch the blob and the AC entry are evicted,
+        `dest` is removed and CacheCorrupt is raised. A blob removed by a
+        concurrent gc gives CacheMiss. Either way the caller rebuilds.
+        """
+        _check_key(key)
+        if os.path.lexists(dest):
+            raise CacheError(f"cannot restore into {dest}: it already exists; pass a fresh path")
+        reflink = [True]
+        try:
+            if result.kind == "file":
+                self._restore_file(result.files[0], dest, reflink)
+                return
+            dest.mkdir(parents=True)
+            for directory in result.dirs:
+                (dest / directory).mkdir(parents=True, exist_ok=True)
+            made = {""}
+            for entry in result.files:
+                parent = entry.path.rpartition("/")[0]
+                if parent not in made:
+                    (dest / parent).mkdir(parents=True, exist_ok=True)
+                    made.add(parent)
+                self._restore_file(entry, dest / entry.path, reflink)
+        except (CacheCorrupt, CacheMiss):
+            _remove_tree(dest)
+            _evict(self.ac_path(key), None)
+            raise
+        except OSError as error:
+            _remove_tree(dest)
+            raise CacheError(f"cannot restore {key[:12]} into {dest}: {error}") from error
+        except BaseException:
+            _remove_tree(dest)
+            raise
+
+    def store(self, key: str, artifact: Path, metadata: Mapping[str, Any]) -> ActionResult:
+        """Put `artifact` (a directory or a single file) in the cache under `key`.
+
+        Blobs go first, the AC entry last, so a reader (or a crash) never sees
+        an entry whose blobs are not durable. If a complete entry for `key`
+        already exists it is kept as is and returned: entries are never
+        rewritten.
+        """
+        _check_key(key)
+        try:
+            existing = self.lookup(key)
+            if existing is not None:
+                return existing
+            files, dirs = scan_tree(artifact)
+            single = stat.S_ISREG(os.lstat(artifact).st_mode)
+            result = ActionResult(files, metadata, dirs, "file" if single else "directory")
+            data = result.to_reapi()
+            synced: set[Path] = set()
+            blobs: list[Path] = []
+            for entry in files:
+                blob = self.cas_path(entry.sha256)
+                blobs.append(blob)
+                if _present(blob, entry.size):
+                    continue
+                _ensure_dir(blob.parent)
+                source = artifact if single else artifact / entry.path
+                with open(source, "rb") as handle:
+                    _write_atomic(blob, _verified_chunks(handle, entry, source), BLOB_MODE)
+                synced.add(blob.parent)
+            # One fsync per shard directory instead of one per blob; all of them
+            # complete before the AC entry is renamed into place.
+            for directory in synced:
+                _fsync_dir(directory)
+            ac = self.ac_path(key)
+            _ensure_dir(ac.parent)
+            _write_atomic(ac, iter((data,)), 0o644)
+            _fsync_dir(ac.parent)
+            # Give the blobs the AC entry's timestamp: gc removes the AC entry
+            # first on a tie, so it never leaves an entry pointing at nothing.
+            # Best effort: a concurrent gc may already have taken any of them.
+            with contextlib.suppress(OSError):
+                stamp = os.stat(ac).st_mtime_ns
+                for blob in blobs:
+                    with contextlib.suppress(OSError):
+                        os.utime(blob, ns=(stamp, stamp))
+        except OSError as error:
+            raise CacheError(f"cannot store {artifact} in cache {self.root}: {error}") from error
+        return result
+
+    def stats(self) -> CacheStats:
+        """Count entries and bytes with one walk over the shard directories."""
+        counts = {"ac": 0, "cas": 0}
+        total = tmp = 0
+        oldest: int | None = None
+        newest: int | None = None
+        try:
+            for item in walk_cache(self.root):
+                if item.is_tmp:
+                    tmp += 1
+                    continue
+                counts[item.area] += 1
+                total += item.size
+                oldest = item.mtime_ns if oldest is None else min(oldest, item.mtime_ns)
+                newest = item.mtime_ns if newest is None else max(newest, item.mtime_ns)
+        except OSError as error:
+            raise CacheError(f"cannot read cache {self.root}: {error}") from error
+        return CacheStats(
+            ac_entries=counts["ac"],
+            cas_blobs=counts["cas"],
+            total_bytes=total,
+            tmp_files=tmp,
+            oldest_mtime=None if oldest is None else oldest / 1e9,
+            newest_mtime=None if newest is None else newest / 1e9,
+        )
+
+    def _restore_file(self, entry: FileEntry, dest: Path, reflink: list[bool]) -> None:
+        blob = self.cas_path(entry.sha256)
+        with contextlib.ExitStack() as stack:
+            try:
+                source = stack.enter_context(open(blob, "rb"))
+            except FileNotFoundError:
+                raise CacheMiss(
+                    f"blob {entry.sha256} of {entry.path} vanished (concurrent gc)"
+                ) from None
+            out = stack.enter_context(open(dest, "xb"))
+            cloned = reflink[0] and _reflink(out.fileno(), source.fileno())
+            # The rest of this tree goes to the same filesystem: stop asking.
+            reflink[0] = cloned
+            digest = hashlib.sha256()
+            size = 0
+            # Hash the blob even after a clone: the clone shares its extents, and
+            # this is the only place a bit flip in the cache is caught.
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if not cloned:
+                    out.write(chunk)
+            if size != entry.size or digest.hexdigest() != entry.sha256:
+                _evict(blob, None)
+                raise CacheCorrupt(
+                    f"cache blob {blob} is corrupt (sha256 {digest.hexdigest()}, {size} bytes); "
+                    "it was removed and the target will be rebuilt"
+                )
+            os.fchmod(out.fileno(), entry.mode)
+        _touch(blob)
+
+
+def _ensure_dir(directory: Path) -> None:
+    if directory.is_dir():
+        return
+    _ensure_dir(directory.parent)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        return
+    # A new directory's name must be durable before the entries inside it are.
+    _fsync_dir(directory.parent)
+
+
+def _check_key(key: str) -> None:
+    if not is_sha256(key):
+        raise ValueError(f"cache keys are 64 lowercase hex characters. Received: key={key!r}")
+
+
+def _present(blob: Path, size: int) -> bool:
+    try:
+        st = os.stat(blob)
+    except FileNotFoundError:
+        return False
+    if st.st_size != size:
+        return False
+    _touch(blob)
+    return True
+
+
+def _verified_chunks(handle: BinaryIO, entry: FileEntry, source: Path) -> Iterator[bytes]:
+    """Yield the file's bytes, raising at the end if they are not what scan_tree hashed."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        yield chunk
+    if size != entry.size or digest.hexdigest() != entry.sha256:
+        raise CacheError(f"{source} changed while it was being stored; it was not cached")
+
+
+def _write_atomic(final: Path, chunks: Iterator[bytes], mode: int) -> None:
+    """Write `chunks` to a tmp file beside `final`, fsync it, then rename it over `final`."""
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name[:16]}.{os.getpid()}.{secrets.token_hex(6)}")
+    try:
+        with open(tmp, "xb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name == "nt":
+        return  # Windows cannot open a directory for fsync; its renames are journaled.
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _touch(path: Path) -> None:
+    # The mtime is the LRU clock for gc. A read-only shared cache cannot be
+    # touched, and that must not turn a hit into an error.
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _evict(path: Path, seen: os.stat_result | None) -> None:
+    """Unlink a bad entry, unless it was replaced since we read it (then it is a new entry)."""
+    with contextlib.suppress(OSError):
+        if seen is not None:
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+                return
+        os.unlink(path)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
