@@ -9,13 +9,18 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
+from rules.errors import RulesError
 from rules.hashing import sha256_bytes
 
 LOCKS_DIR = "locks"
 
 
-class LockTimeout(TimeoutError):
-    """Another holder kept a lock past the caller's timeout."""
+class LockTimeout(RulesError):
+    """Another holder kept a lock past the caller's timeout.
+
+    Not a TimeoutError: that is an OSError, and callers that turn OSErrors from
+    the cache into warnings must not swallow this one.
+    """
 
 
 def action_lock_path(root: Path, key: str) -> Path:

@@ -193,3 +193,9 @@ def test_lock_paths_live_in_locks_dir_with_safe_names(tmp_path: Path) -> None:
     assert out.name.startswith("output-") and "/" not in out.name and " " not in out.name
     assert output_lock_path(tmp_path, "a/b") == output_lock_path(tmp_path, Path("a/b").as_posix())
     assert output_lock_path(tmp_path, "a/b") != output_lock_path(tmp_path, "a/c")
+
+
+def test_lock_timeout_is_not_an_oserror() -> None:
+    # Callers downgrade OSErrors from the cache to warnings; a lock timeout must
+    # still fail the build with its own message.
+    assert not issubclass(LockTimeout, OSError)
