@@ -229,16 +229,34 @@ class NginxServer:
                 parts.append(path.read_text(errors="replace"))
         return "\n".join(parts)
 
-    def access_log_lines(self) -> list[str]:
-        """Raw access-log lines so far; nginx writes each line unbuffered."""
+    def access_log_lines(self, expect: int | None = None) -> list[str]:
+        """Access-log lines so far, waiting for `expect` of them if given.
+
+        nginx logs a request only after sending its response, so a client can
+        see the response before the line exists. With `expect`, wait until that
+        many lines are there; either way, then wait until the log stops growing
+        so that an unexpected extra request is seen too.
+        """
+        deadline = time.monotonic() + 5
+        previous: list[str] | None = None
+        while True:
+            lines = self._read_access_log()
+            if time.monotonic() > deadline:
+                return lines
+            if lines == previous and (expect is None or len(lines) >= expect):
+                return lines
+            previous = lines
+            time.sleep(0.05)
+
+    def _read_access_log(self) -> list[str]:
         path = self.prefix / "access.log"
         if not path.exists():
             return []
         return path.read_text().splitlines()
 
-    def access_log(self) -> list[LogEntry]:
+    def access_log(self, expect: int | None = None) -> list[LogEntry]:
         entries = []
-        for line in self.access_log_lines():
+        for line in self.access_log_lines(expect):
             method, uri, status, conn, conn_requests, user = line.split(" ")
             entries.append(LogEntry(method, uri, int(status), int(conn), int(conn_requests), user))
         return entries
