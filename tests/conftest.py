@@ -1,0 +1,92 @@
+"""Shared fixtures: real temporary workspaces and the real `doit` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOIT_TIMEOUT = 900
+
+
+def write_tree(root: Path, files: Mapping[str, str]) -> None:
+    """Write `files` (relative path -> text) under root, creating folders."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def new_workspace(root: Path, files: Mapping[str, str] | None = None) -> Path:
+    """A workspace: our dodo.py plus the given files."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    write_tree(root, files or {})
+    return root
+
+
+def copy_examples(dest: Path) -> Path:
+    """A copy of the repository's example workspace (models/, dodo.py), without artifacts."""
+    new_workspace(dest)
+    shutil.copytree(
+        REPO / "models", dest / "models", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return dest
+
+
+def copy_workspace(src: Path, dest: Path) -> Path:
+    """A full copy (artifacts and state included), as a second clone would have after a build."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def doit(
+    workspace: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    python: str = sys.executable,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `doit` in `workspace`; returns the completed process (never raises)."""
+    full_env = dict(os.environ)
+    full_env.pop("PYTHONPROFILEIMPORTTIME", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [python, "-m", "doit", *args],
+        cwd=workspace,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=DOIT_TIMEOUT,
+    )
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> str:
+    """The final counts line of `doit export`."""
+    lines = [line for line in result.stdout.splitlines() if " built, " in line]
+    assert lines, f"no summary line in output:\n{result.stdout}\n{result.stderr}"
+    return lines[-1]
+
+
+def built_labels(result: subprocess.CompletedProcess[str]) -> set[str]:
+    """Labels the build reported as built (from the `<label>: built ...` log lines)."""
+    found = set()
+    for line in result.stdout.splitlines():
+        label, sep, rest = line.strip().partition(": built")
+        if sep and label.startswith("//"):
+            found.add(label)
+    return found
+
+
+@pytest.fixture(scope="session")
+def built_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example workspace after one real `doit -n 2 export` (shared, never modified)."""
+    ws = copy_examples(tmp_path_factory.mktemp("examples") / "ws")
+    result = doit(ws, "-n", "2", "export")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ws
