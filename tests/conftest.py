@@ -77,7 +77,7 @@ def built_labels(result: subprocess.CompletedProcess[str]) -> set[str]:
     """Labels the build reported as built (from the `<label>: built ...` log lines)."""
     found = set()
     for line in result.stdout.splitlines():
-        label, sep, rest = line.strip().partition(": built")
+        label, sep, _ = line.strip().partition(": built")
         if sep and label.startswith("//"):
             found.add(label)
     return found

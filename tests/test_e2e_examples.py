@@ -143,7 +143,8 @@ def test_editing_shared_code_rebuilds_exactly_its_dependents(
     layers.write_text(layers.read_text() + "\n# a comment still changes the code digest\n")
     result = doit(ws, "export")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert built_labels(result) == {"//models/tagger:tagger_weights", "//models/tagger:tagger_serving"}
+    tagger = {"//models/tagger:tagger_weights", "//models/tagger:tagger_serving"}
+    assert built_labels(result) == tagger
     assert "models/common/layers.py:" in result.stdout
 
 
