@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,16 +263,20 @@ class NginxServer:
         return entries
 
 
-@pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[NginxServer]:
-    """A running nginx cache server; fails (never skips) when nginx is not installed."""
+@contextmanager
+def running_nginx(prefix: Path) -> Iterator[NginxServer]:
+    """A started NginxServer under `prefix`, stopped on exit.
+
+    For a pytest fixture: without nginx this fails the test (never skips it),
+    so a CI machine that lacks nginx cannot pass the remote tests vacuously.
+    """
     if find_nginx() is None:
         pytest.fail(
             "nginx is not installed; the remote-cache tests need a real nginx with WebDAV "
             "PUT. Run `.ci/install-nginx` (it apt-installs Debian's `nginx` package).",
             pytrace=False,
         )
-    server = NginxServer(tmp_path / "nginx", tls=True)
+    server = NginxServer(prefix, tls=True)
     server.start()
     try:
         yield server

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from nginx_server import PASSWORD, USER, NginxServer, nginx  # noqa: F401 - nginx is a fixture
+from nginx_server import PASSWORD, USER, NginxServer, running_nginx
 
 from rules.cache.remote import (
     PROGRESS_STEP,
@@ -33,6 +33,12 @@ from rules.cache.remote import (
 class Digest:
     hash: str
     size_bytes: int
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[NginxServer]:
+    with running_nginx(tmp_path / "nginx") as server:
+        yield server
 
 
 def _sha(data: bytes) -> str:
@@ -62,7 +68,7 @@ def _methods(server: NginxServer, expect: int) -> list[str]:
 # -- protocol round trips ------------------------------------------------------
 
 
-def test_ac_round_trip_and_miss(nginx: NginxServer) -> None:  # noqa: F811
+def test_ac_round_trip_and_miss(nginx: NginxServer) -> None:
     key = _sha(b"action")
     with _writer(nginx) as cache:
         assert cache.get_ac(key) is None
@@ -80,7 +86,7 @@ def test_ac_round_trip_and_miss(nginx: NginxServer) -> None:  # noqa: F811
     ]
 
 
-def test_blob_round_trip_head_and_missing(nginx: NginxServer, tmp_path: Path) -> None:  # noqa: F811
+def test_blob_round_trip_head_and_missing(nginx: NginxServer, tmp_path: Path) -> None:
     sha, src = _blob(tmp_path, b"weights" * 1000)
     with _writer(nginx) as cache:
         assert not cache.has_blob(sha)
@@ -96,7 +102,7 @@ def test_blob_round_trip_head_and_missing(nginx: NginxServer, tmp_path: Path) ->
     assert _methods(nginx, 7) == ["HEAD", "HEAD", "PUT", "HEAD", "HEAD", "GET", "GET"]
 
 
-def test_empty_blob_needs_no_request(nginx: NginxServer, tmp_path: Path) -> None:  # noqa: F811
+def test_empty_blob_needs_no_request(nginx: NginxServer, tmp_path: Path) -> None:
     with _reader(nginx) as cache:
         assert cache.get_blob(_sha(b""), 0, tmp_path / "empty") is True
         assert cache.has_blob(_sha(b""))
@@ -105,7 +111,7 @@ def test_empty_blob_needs_no_request(nginx: NginxServer, tmp_path: Path) -> None
 
 
 def test_https_with_trusted_certificate(
-    nginx: NginxServer,  # noqa: F811
+    nginx: NginxServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -122,7 +128,7 @@ def test_https_with_trusted_certificate(
 # -- read-only clients and credentials ------------------------------------------
 
 
-def test_read_only_client_never_sends_put(nginx: NginxServer, tmp_path: Path) -> None:  # noqa: F811
+def test_read_only_client_never_sends_put(nginx: NginxServer, tmp_path: Path) -> None:
     sha, src = _blob(tmp_path, b"model")
     config = RemoteConfig(nginx.url.replace("http://", f"http://{USER}:{PASSWORD}@"))
     assert config.upload is False
@@ -138,7 +144,7 @@ def test_read_only_client_never_sends_put(nginx: NginxServer, tmp_path: Path) ->
     assert _methods(nginx, 2) == ["GET", "GET"]
 
 
-def test_read_only_endpoint_refuses_upload(nginx: NginxServer) -> None:  # noqa: F811
+def test_read_only_endpoint_refuses_upload(nginx: NginxServer) -> None:
     with RemoteCache(RemoteConfig(nginx.ro_url, upload=True)) as cache:
         with pytest.raises(RemoteAuthError, match=r"refused the upload \(HTTP 403\)"):
             cache.put_ac(_sha(b"a"), b"x")
@@ -146,7 +152,7 @@ def test_read_only_endpoint_refuses_upload(nginx: NginxServer) -> None:  # noqa:
     assert not (nginx.root / "ac").exists()
 
 
-def test_wrong_password_is_a_clear_auth_error(nginx: NginxServer) -> None:  # noqa: F811
+def test_wrong_password_is_a_clear_auth_error(nginx: NginxServer) -> None:
     url = nginx.url.replace("http://", f"http://{USER}:hunter2-wrong@")
     with RemoteCache(RemoteConfig(url)) as cache, pytest.raises(RemoteAuthError) as info:
         cache.get_ac(_sha(b"a"))
@@ -162,7 +168,7 @@ def test_wrong_password_is_a_clear_auth_error(nginx: NginxServer) -> None:  # no
     assert len(nginx.access_log_lines()) == 1, "the fail-fast call sent nothing"
 
 
-def test_missing_credentials_say_what_to_set(nginx: NginxServer) -> None:  # noqa: F811
+def test_missing_credentials_say_what_to_set(nginx: NginxServer) -> None:
     with RemoteCache(RemoteConfig(nginx.url)) as cache, pytest.raises(RemoteAuthError) as info:
         cache.get_ac(_sha(b"a"))
     assert "requires credentials (HTTP 401)" in str(info.value)
@@ -172,7 +178,7 @@ def test_missing_credentials_say_what_to_set(nginx: NginxServer) -> None:  # noq
 # -- verification of downloads --------------------------------------------------
 
 
-def test_corrupt_blob_on_server_leaves_no_file(nginx: NginxServer, tmp_path: Path) -> None:  # noqa: F811
+def test_corrupt_blob_on_server_leaves_no_file(nginx: NginxServer, tmp_path: Path) -> None:
     data = os.urandom(300_000)
     sha, src = _blob(tmp_path, data)
     with _writer(nginx) as cache:
@@ -188,7 +194,7 @@ def test_corrupt_blob_on_server_leaves_no_file(nginx: NginxServer, tmp_path: Pat
         assert cache.healthy
 
 
-def test_truncated_blob_on_server(nginx: NginxServer, tmp_path: Path) -> None:  # noqa: F811
+def test_truncated_blob_on_server(nginx: NginxServer, tmp_path: Path) -> None:
     data = b"0123456789" * 100
     (nginx.root / "cas").mkdir()
     (nginx.root / "cas" / _sha(data)).write_bytes(data[:-10])
@@ -223,7 +229,7 @@ def test_body_cut_short_mid_stream(short_body_server: str, tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
-def test_oversized_ac_entry_is_not_read(nginx: NginxServer) -> None:  # noqa: F811
+def test_oversized_ac_entry_is_not_read(nginx: NginxServer) -> None:
     (nginx.root / "ac").mkdir()
     with open(nginx.root / "ac" / _sha(b"big"), "wb") as handle:
         handle.truncate(17 << 20)
@@ -232,7 +238,7 @@ def test_oversized_ac_entry_is_not_read(nginx: NginxServer) -> None:  # noqa: F8
 
 
 def test_upload_refuses_a_file_that_does_not_match_its_key(
-    nginx: NginxServer,  # noqa: F811
+    nginx: NginxServer,
     tmp_path: Path,
 ) -> None:
     _, src = _blob(tmp_path, b"real content")
@@ -244,7 +250,7 @@ def test_upload_refuses_a_file_that_does_not_match_its_key(
 # -- outages ----------------------------------------------------------------------
 
 
-def test_stopped_server_fails_fast_then_breaker_stays_open(nginx: NginxServer) -> None:  # noqa: F811
+def test_stopped_server_fails_fast_then_breaker_stays_open(nginx: NginxServer) -> None:
     with _writer(nginx, timeout=5.0) as cache:
         cache.put_ac(_sha(b"a"), b"x")
         nginx.stop()
@@ -273,14 +279,14 @@ def test_read_timeout_is_bounded(tmp_path: Path) -> None:
             assert time.monotonic() - started < 2.0
 
 
-def test_server_error_is_unavailable(nginx: NginxServer) -> None:  # noqa: F811
+def test_server_error_is_unavailable(nginx: NginxServer) -> None:
     with RemoteCache(RemoteConfig(nginx.broken_url)) as cache:
         with pytest.raises(RemoteUnavailable, match="HTTP 503"):
             cache.get_ac(_sha(b"a"))
         assert not cache.healthy
 
 
-def test_restarted_server_is_retried_on_a_fresh_connection(nginx: NginxServer) -> None:  # noqa: F811
+def test_restarted_server_is_retried_on_a_fresh_connection(nginx: NginxServer) -> None:
     with _writer(nginx) as cache:
         cache.put_ac(_sha(b"a"), b"x")
         nginx.stop()
@@ -293,7 +299,7 @@ def test_restarted_server_is_retried_on_a_fresh_connection(nginx: NginxServer) -
 # -- parallel transfers and large blobs -------------------------------------------
 
 
-def test_parallel_transfers_reuse_connections(nginx: NginxServer, tmp_path: Path) -> None:  # noqa: F811
+def test_parallel_transfers_reuse_connections(nginx: NginxServer, tmp_path: Path) -> None:
     blobs = dict(_blob(tmp_path, f"blob {i}".encode() * 50) for i in range(200))
     with _writer(nginx, parallel=4) as cache:
         report = cache.put_blobs(blobs)
@@ -318,7 +324,7 @@ def test_parallel_transfers_reuse_connections(nginx: NginxServer, tmp_path: Path
     assert stats.reused == len(log) - len(connections)
 
 
-def test_large_blob_streams_in_bounded_memory(nginx: NginxServer, tmp_path: Path) -> None:  # noqa: F811
+def test_large_blob_streams_in_bounded_memory(nginx: NginxServer, tmp_path: Path) -> None:
     size = PROGRESS_STEP + (16 << 20)
     src = tmp_path / "big"
     digest = hashlib.sha256()
