@@ -16,14 +16,14 @@ from rules.locks import LockTimeout, action_lock_path, hold, output_lock_path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Holds the lock given on the command line for argv[2] seconds.
+# Holds the lock given on the command line until a line (or EOF) arrives on stdin.
 _HOLDER = """
-import sys, time
+import sys
 from pathlib import Path
 from rules.locks import hold
 with hold(Path(sys.argv[1]), what="holder", timeout=5, on_wait=print):
     print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.readline()
 """
 
 # Tries to take the lock like a second doit process would, reporting on stderr.
@@ -46,14 +46,15 @@ except LockTimeout as error:
 def _python(script: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
 
-def _start_holder(lock: Path, seconds: float) -> subprocess.Popen[bytes]:
-    holder = _python(_HOLDER, str(lock), str(seconds))
+def _start_holder(lock: Path) -> subprocess.Popen[bytes]:
+    holder = _python(_HOLDER, str(lock))
     assert holder.stdout is not None
     assert holder.stdout.readline() == b"held\n"
     return holder
@@ -61,7 +62,7 @@ def _start_holder(lock: Path, seconds: float) -> subprocess.Popen[bytes]:
 
 def test_second_process_announces_the_wait_then_times_out(tmp_path: Path) -> None:
     lock = action_lock_path(tmp_path, "a" * 64)
-    holder = _start_holder(lock, 5)
+    holder = _start_holder(lock)
     try:
         waiter = _python(_WAITER, str(lock), "0.7")
         out, err = waiter.communicate(timeout=10)
@@ -82,18 +83,23 @@ def test_second_process_announces_the_wait_then_times_out(tmp_path: Path) -> Non
 
 def test_second_process_waits_then_gets_the_lock(tmp_path: Path) -> None:
     lock = action_lock_path(tmp_path, "b" * 64)
-    holder = _start_holder(lock, 0.6)
-    waiter = _python(_WAITER, str(lock), "10")
-    out, err = waiter.communicate(timeout=15)
+    holder = _start_holder(lock)
+    waiter = _python(_WAITER, str(lock), "20")
+    assert waiter.stderr is not None and holder.stdin is not None
+    # Release only once the waiter has announced that it waits.
+    notice = waiter.stderr.readline()
+    assert notice == f"waiting for //models:mnist export (lock {lock})\n".encode()
+    holder.stdin.close()
     holder.wait()
+    out, err = waiter.communicate(timeout=20)
     assert waiter.returncode == 0, err.decode()
     assert out == b"acquired\n"
-    assert err.decode().count("waiting for //models:mnist export") == 1
+    assert b"waiting" not in err
 
 
 def test_lock_left_by_a_killed_holder_is_free(tmp_path: Path) -> None:
     lock = action_lock_path(tmp_path, "c" * 64)
-    holder = _start_holder(lock, 30)
+    holder = _start_holder(lock)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert lock.exists()  # the file stays behind; the OS lock died with the process
@@ -171,7 +177,7 @@ def test_thread_waiting_on_another_thread_times_out(tmp_path: Path) -> None:
 
 def test_timeout_shorter_than_the_notice_skips_the_notice(tmp_path: Path) -> None:
     lock = action_lock_path(tmp_path, "e" * 64)
-    holder = _start_holder(lock, 5)
+    holder = _start_holder(lock)
     try:
         notices: list[str] = []
         with (
