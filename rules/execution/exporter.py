@@ -46,6 +46,7 @@ def export(job: Job) -> dict[str, Any]:
     try:
         archive.write_out(job.out, verbose=False)
     except Exception as err:
+        _blame_endpoint(archive, endpoints, err)
         raise JobFailure(
             "ExportError", f"writing the SavedModel failed: {type(err).__name__}: {err}",
             user_traceback(err),
@@ -78,6 +79,29 @@ def export(job: Job) -> dict[str, Any]:
         "variable_collections": [list(p) for p in opts["variable_collections"]],
         "verification": {"tolerance": opts["tolerance"], "checks": checks, "passed": True},
     }
+
+
+def _blame_endpoint(archive: Any, endpoints: list[Mapping[str, Any]], err: Exception) -> None:
+    """Find which endpoint's trace fails, so the error names it.
+
+    Endpoints are traced lazily inside write_out, so a signature that does not
+    fit the model surfaces there. Retracing each one costs time, so it is done
+    only on this failure path.
+    """
+    # Keras keeps endpoint functions on its private trackable; read it defensively.
+    holder = getattr(archive, "_tf_trackable", archive)
+    for ep in endpoints:
+        fn = getattr(holder, ep["name"], None)
+        if fn is None or not hasattr(fn, "get_concrete_function"):
+            continue
+        try:
+            fn.get_concrete_function()
+        except Exception as trace_err:
+            raise JobFailure(
+                "SignatureError",
+                f"endpoint {ep['name']!r}: the input signature does not fit the model: "
+                f"{type(trace_err).__name__}: {_first_line(trace_err)}",
+            ) from err
 
 
 def _default_endpoint(model: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rules.execution.failures import JobFailure, import_ref, user_traceback
@@ -34,6 +35,21 @@ def build_model(factory: str, weights: str | None, weights_display: str | None) 
             raise JobFailure(
                 "WeightsMismatch",
                 f"weights {weights_display or weights} do not fit the model built by "
-                f"{factory!r}: {type(err).__name__}: {err}",
+                f"{factory!r}: {_weights_problem(err)}",
             ) from err
     return model
+
+
+def _weights_problem(err: Exception) -> str:
+    """The useful part of Keras's load error: which variable, which shapes.
+
+    Keras prints whole variable values in this message, which buries the cause.
+    """
+    text = str(err)
+    path = re.search(r"Target variable: <Variable path=([^,]+),", text)
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    if shapes:
+        where = f"variable {path.group(1)} " if path else "a variable "
+        return f"{where}has shape {shapes.group(1)} in the model but {shapes.group(2)} in the file"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(err).__name__}: {first}"
