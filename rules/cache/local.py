@@ -268,9 +268,10 @@ class LocalCache:
             _ensure_dir(ac.parent)
             _write_atomic(ac, iter((data,)), 0o644)
             _fsync_dir(ac.parent)
-            # Give the blobs the AC entry's timestamp: gc removes the AC entry
-            # first on a tie, so it never leaves an entry pointing at nothing.
-            # Best effort: a concurrent gc may already have taken any of them.
+            # Give the blobs the AC entry's timestamp: gc takes the AC entry
+            # first on a tie, so it does not strand a fresh entry without its
+            # blobs (if it ever does, lookup just misses). Best effort: a
+            # concurrent gc may already have taken any of them.
             with contextlib.suppress(OSError):
                 stamp = os.stat(ac).st_mtime_ns
                 for blob in blobs:
