@@ -10,26 +10,31 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rules import config
 from rules.analysis import action_key
 from rules.analysis.action_key import ActionKey, InputMissing
 from rules.analysis.digests import DigestCache
 from rules.analysis.graph import Action, BuildGraph, analyse
 from rules.analysis.imports import ImportScanner
 from rules.analysis.toolchain import INSTALL_HINT, Toolchain, detect
-from rules.cache.records import scan_tree
+from rules.cache.local import LocalCache
+from rules.cache.records import FileEntry, scan_tree
+from rules.cache.tiers import TieredCache
 from rules.errors import ExportError
 from rules.execution.pool import WorkerPool
 from rules.execution.protocol import Job
 from rules.loading.build_files import load_workspace
 from rules.loading.labels import Label
 from rules.loading.targets import ExportTarget, TrainTarget
+from rules.locks import action_lock_path, hold, output_lock_path
 from rules.storage import manifest as manifest_io
 from rules.storage.manifest import Manifest
-from rules.storage.publish import discard, publish, remove, staging_path
+from rules.storage.publish import discard, publish, remove, staging_dir
 
 STATE_DIR = ".rules_keras"
 
@@ -50,6 +55,14 @@ class BuildSession:
         self.root = root
         self.state = root / STATE_DIR
         self.state.mkdir(exist_ok=True)
+        self.settings = config.load(root)
+        self.cache: TieredCache | None = None
+        if self.settings.cache_dir is not None:
+            local = LocalCache(self.settings.cache_dir)
+            self.cache = TieredCache(local, self.settings.remote, self._warn)
+        # Action locks sit beside the cache so that workspaces sharing a cache
+        # also share them; without a cache they only need to cover this one.
+        self.lock_root = self.settings.cache_dir or self.state
         self.digests = DigestCache(self.state / "digests.json")
         self.scanner = ImportScanner(root, self.digests, self.state / "imports.json")
         self._toolchain: Toolchain | None = None
@@ -99,10 +112,59 @@ class BuildSession:
     # -- building -------------------------------------------------------------
 
     def build(self, label: Label) -> Outcome:
-        """Build one action in a worker and publish it; raises ExportError on failure."""
+        """Restore or build one action and publish it; raises RulesError on failure.
+
+        The action lock (shared by every workspace using the cache) makes a
+        second builder of the same key wait, then find the result published
+        or cached instead of exporting it again.
+        """
         action = self.actions[label]
         with self._lock:
             reasons = self._reasons.pop(label, ["forced (doit -a or run directly)"])
+        try:
+            key = self.key(action)
+        except InputMissing as err:
+            raise ExportError(str(label), f"input {err} is missing") from err
+        dest = self.artifact(action)
+        lock = action_lock_path(self.lock_root, key.digest)
+        with hold(lock, what=f"{label} (another build of it)", timeout=self.settings.lock_timeout,
+                  on_wait=lambda msg: self._log(label, msg)):
+            previous = manifest_io.read(dest)
+            if (
+                previous is not None
+                and previous.key == key.digest
+                and manifest_io.intact(dest, previous, self.digests)
+            ):
+                self._log(label, "up to date (built by a concurrent build)")
+                return Outcome(str(label), "up to date")
+            staging = staging_dir(dest)
+            try:
+                outcome = self._restore(action, key, dest, staging, reasons)
+                if outcome is None:
+                    outcome = self._export(action, key, dest, staging, reasons)
+            finally:
+                discard(staging)
+        return outcome
+
+    def _restore(
+        self, action: Action, key: ActionKey, dest: Path, staging: Path, reasons: list[str]
+    ) -> Outcome | None:
+        if self.cache is None:
+            return None
+        hit = self.cache.fetch(key.digest)
+        staged = staging / dest.name
+        if hit is None or not self.cache.restore(key.digest, hit, staged):
+            return None
+        record = hit.result.metadata.get("record", {})
+        self._publish(action, key, dest, staged, hit.result.files, hit.result.dirs, record,
+                      "restored")
+        self._log(action.label, f"restored {action.output} from the {hit.source} cache")
+        return Outcome(str(action.label), "restored", tuple(reasons))
+
+    def _export(
+        self, action: Action, key: ActionKey, dest: Path, staging: Path, reasons: list[str]
+    ) -> Outcome:
+        label = action.label
         missing = self.toolchain.missing_for(action.backend)
         if missing:
             raise ExportError(
@@ -110,45 +172,56 @@ class BuildSession:
                 f"backend {action.backend!r} needs {', '.join(missing)}, which is not "
                 f"installed; {INSTALL_HINT[action.backend]}",
             )
-        try:
-            key = self.key(action)
-        except InputMissing as err:
-            raise ExportError(str(label), f"input {err} is missing") from err
         self._log(label, "building: " + "; ".join(reasons))
-        dest = self.artifact(action)
-        staged = staging_path(dest)
+        staged = staging / dest.name
+        result = self.pool.run(self._job(action, staged))
+        if not result.ok:
+            raise ExportError(str(label), result.message, result.details)
         try:
-            result = self.pool.run(self._job(action, staged))
-            if not result.ok:
-                raise ExportError(str(label), result.message, result.details)
-            try:
-                after = self.key(action)
-            except InputMissing:
-                after = None
-            if after is None or after.digest != key.digest:
-                # The artifact may mix old and new inputs: publish it so the user
-                # sees the result, but under the old key so the next run rebuilds
-                # (Bazel #3360 for the cache side of the same race).
-                self._log(label, "warning: inputs changed during the build; will rebuild next time")
-            files, dirs = scan_tree(staged)
-            kind = "directory" if staged.is_dir() else "file"
-            manifest = Manifest(
-                label=str(label),
-                kind=action.kind,
-                key=key.digest,
-                inputs=key.inputs,
-                artifact_kind=kind,
-                files=files,
-                dirs=dirs,
-                record=result.record,
-                outcome="built",
-            )
-            publish(dest, staged, manifest)
-        finally:
-            discard(staged)
+            unchanged = self.key(action).digest == key.digest
+        except InputMissing:
+            unchanged = False
+        files, dirs = scan_tree(staged)
+        if not unchanged:
+            # The artifact may mix old and new inputs: publish it so the user
+            # sees the result, but keep it out of the cache, and record the old
+            # key so the next run rebuilds (see Bazel #3360).
+            self._log(label, "warning: inputs changed during the build; not cached, "
+                      "will rebuild next time")
+        elif self.cache is not None:
+            metadata = {"label": str(label), "kind": action.kind, "record": dict(result.record)}
+            self.cache.store(key.digest, staged, metadata)
+        self._publish(action, key, dest, staged, files, dirs, result.record, "built")
         seconds = result.record.get("seconds")
         self._log(label, f"built {action.output} in {seconds:.2f}s" if seconds else "built")
         return Outcome(str(label), "built", tuple(reasons))
+
+    def _publish(
+        self,
+        action: Action,
+        key: ActionKey,
+        dest: Path,
+        staged: Path,
+        files: tuple[FileEntry, ...],
+        dirs: tuple[str, ...],
+        record: Mapping[str, Any],
+        outcome: str,
+    ) -> None:
+        manifest = Manifest(
+            label=str(action.label),
+            kind=action.kind,
+            key=key.digest,
+            inputs=key.inputs,
+            artifact_kind="directory" if staged.is_dir() else "file",
+            files=files,
+            dirs=dirs,
+            record=record,
+            outcome=outcome,
+        )
+        lock = output_lock_path(self.state, action.output)
+        with hold(lock, what=f"publishing {action.output}", timeout=self.settings.lock_timeout,
+                  on_wait=lambda msg: self._log(action.label, msg)):
+            publish(dest, staged, manifest)
 
     def _job(self, action: Action, staged: Path) -> Job:
         target = action.target
@@ -186,6 +259,11 @@ class BuildSession:
     def close(self) -> None:
         self.save_state()
         self.pool.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def _warn(self, message: str) -> None:
+        print(f"rules_keras: warning: {message}", file=sys.stderr, flush=True)
 
     def _worker_started(self, backend: str) -> None:
         print(f"rules_keras: starting a {backend} worker", file=sys.stderr, flush=True)

@@ -36,6 +36,15 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def __init__(self, outstream: Any, options: Any) -> None:
         super().__init__(outstream, options)
         self._counts: Counter[str] = Counter()
+        self._builds_targets = False
+
+    def initialize(self, tasks: Any, selected_tasks: Any) -> None:
+        super().initialize(tasks, selected_tasks)
+        # Maintenance tasks (cache_stats, cache_gc) get no counts line.
+        self._builds_targets = any(
+            name == "export" or name.startswith("//") or name.endswith("BUILD.py")
+            for name in selected_tasks or ()
+        )
 
     def skip_uptodate(self, task: Any) -> None:
         super().skip_uptodate(task)
@@ -58,6 +67,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         for callback in _on_complete:
             callback()
         super().complete_run()
+        if not self._builds_targets:
+            return
         c = self._counts
         self.outstream.write(
             f"{c['built']} built, {c['restored']} restored, {c['up to date']} up to date, "

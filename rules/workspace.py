@@ -10,6 +10,10 @@ from doit.exceptions import TaskFailed
 
 from rules import reporter
 from rules.build import STATE_DIR, BuildSession
+from rules.cache.gc import collect
+from rules.cache.local import LocalCache
+from rules.cache.records import CacheError
+from rules.config import format_size, parse_size
 from rules.errors import RulesError
 from rules.loading.labels import Label
 
@@ -76,6 +80,28 @@ class Workspace:
                 "verbosity": 2,
             }
         yield {
+            "basename": "cache_stats",
+            "doc": "Show the local cache's location, entry counts and size",
+            "actions": [self._cache_stats],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+        yield {
+            "basename": "cache_gc",
+            "doc": "Shrink the local cache to --max-size (default: cache_max_size), oldest first",
+            "actions": [self._cache_gc],
+            "params": [
+                {
+                    "name": "max_size",
+                    "long": "max-size",
+                    "default": "",
+                    "help": "size to shrink to, e.g. 5G or 500M",
+                }
+            ],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+        yield {
             "basename": "export",
             "doc": "Build every keras_export target (and the keras_train targets they need)",
             "actions": None,
@@ -95,6 +121,41 @@ class Workspace:
 
     def _clean(self, label: Label) -> None:
         self.session.clean(label)
+
+    def _cache_stats(self) -> TaskFailed | None:
+        settings = self.session.settings
+        if settings.cache_dir is None:
+            print("the local cache is off (cache = false or RULES_KERAS_CACHE=0)")
+            return None
+        try:
+            stats = LocalCache(settings.cache_dir).stats()
+        except CacheError as err:
+            return TaskFailed(f"cannot read the cache: {err}")
+        print(f"cache: {settings.cache_dir}")
+        print(f"  {stats.ac_entries} action results, {stats.cas_blobs} blobs, "
+              f"{format_size(stats.total_bytes)} (limit for cache_gc: "
+              f"{format_size(settings.cache_max_size)})")
+        if stats.tmp_files:
+            print(f"  {stats.tmp_files} unfinished writes (removed by cache_gc after an hour)")
+        remote = settings.remote
+        print(f"remote: {remote.url if remote else 'none'}"
+              + (" (upload)" if remote and remote.upload else " (read-only)" if remote else ""))
+        return None
+
+    def _cache_gc(self, max_size: str) -> TaskFailed | None:
+        settings = self.session.settings
+        if settings.cache_dir is None:
+            print("the local cache is off; nothing to collect")
+            return None
+        try:
+            limit = parse_size(max_size) if max_size else settings.cache_max_size
+            report = collect(settings.cache_dir, limit)
+        except (RulesError, CacheError, ValueError) as err:
+            return TaskFailed(f"cache_gc: {err}")
+        print(f"removed {report.removed_ac} action results, {report.removed_cas} blobs and "
+              f"{report.removed_tmp} stale tmp files, freeing {format_size(report.freed_bytes)}; "
+              f"{format_size(report.remaining_bytes)} left (limit {format_size(limit)})")
+        return None
 
 
 def _fail(message: str) -> TaskFailed:

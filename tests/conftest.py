@@ -55,6 +55,9 @@ def doit(
     """Run the real `doit` in `workspace`; returns the completed process (never raises)."""
     full_env = dict(os.environ)
     full_env.pop("PYTHONPROFILEIMPORTTIME", None)
+    # Each workspace gets its own cache beside it unless a test shares one on
+    # purpose: the user's real cache must never leak into (or out of) a test.
+    full_env["RULES_KERAS_CACHE_DIR"] = str(workspace.parent / f"{workspace.name}-cache")
     full_env.update(env or {})
     return subprocess.run(
         [python, "-m", "doit", *args],

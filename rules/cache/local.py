@@ -281,6 +281,35 @@ class LocalCache:
             raise CacheError(f"cannot store {artifact} in cache {self.root}: {error}") from error
         return result
 
+    def put_entry(self, key: str, data: bytes) -> ActionResult:
+        """Add an AC entry fetched elsewhere (a remote cache) whose blobs are already in cas/.
+
+        The entry is decoded first and every blob checked present with its
+        size, so the entry can never point at something missing; blobs that
+        arrived by download are made read-only like stored ones.
+        """
+        _check_key(key)
+        try:
+            result = ActionResult.from_reapi(data)
+        except InvalidEntry as error:
+            raise CacheError(f"entry {key[:12]} is invalid: {error}") from error
+        try:
+            for entry in result.files:
+                blob = self.cas_path(entry.sha256)
+                if os.stat(blob).st_size != entry.size:
+                    raise CacheError(f"blob {entry.sha256[:12]} has the wrong size")
+                if os.stat(blob).st_mode & 0o222:
+                    os.chmod(blob, BLOB_MODE)
+            ac = self.ac_path(key)
+            _ensure_dir(ac.parent)
+            _write_atomic(ac, iter((data,)), 0o644)
+            _fsync_dir(ac.parent)
+        except FileNotFoundError as error:
+            raise CacheMiss(f"blob for entry {key[:12]} is missing: {error}") from error
+        except OSError as error:
+            raise CacheError(f"cannot add entry {key[:12]} to {self.root}: {error}") from error
+        return result
+
     def stats(self) -> CacheStats:
         """Count entries and bytes with one walk over the shard directories."""
         counts = {"ac": 0, "cas": 0}

@@ -448,10 +448,13 @@ class RemoteCache:
     def get_blobs(
         self,
         digests: Iterable[BlobDigest],
-        dest_dir: Path,
+        dest_dir: Path | Callable[[str], Path],
         progress: ProgressCallback | None = None,
     ) -> DownloadReport:
         """Download blobs to `dest_dir/<sha256>` with up to `config.parallel` at once.
+
+        `dest_dir` may instead map a sha256 to its destination, e.g. the local
+        cache's sharded `cas/` path.
 
         Missing blobs are reported, not raised. The first RemoteError stops
         the transfers not yet started and is raised once running ones finish;
@@ -462,7 +465,8 @@ class RemoteCache:
 
         def fetch(sha256: str) -> tuple[str, bool, int]:
             size = unique[sha256]
-            return sha256, self.get_blob(sha256, size, dest_dir / sha256, progress), size
+            dest = dest_dir(sha256) if callable(dest_dir) else dest_dir / sha256
+            return sha256, self.get_blob(sha256, size, dest, progress), size
 
         fetched: list[str] = []
         missing: list[str] = []
@@ -713,7 +717,10 @@ def _write_verified(dest: Path, chunks: Iterator[memoryview]) -> None:
     local I/O errors become RemoteError here: a failed download must not fail
     the build, and a full disk must not trip the remote's circuit breaker.
     """
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    # The ".tmp-" prefix is the local cache's tmp convention: downloads land
+    # straight in its cas/ shards, and gc must recognise a download abandoned
+    # by a killed build so it can delete it.
+    tmp = dest.with_name(f".tmp-{dest.name[:16]}.{uuid.uuid4().hex}")
     with _local_io(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
         handle = open(tmp, "wb")  # noqa: SIM115 - closed below, after the loop

@@ -17,17 +17,18 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def staging_path(dest: Path) -> Path:
-    """Where a worker writes; beside `dest` so the publishing rename is atomic.
+def staging_dir(dest: Path) -> Path:
+    """A fresh folder beside `dest`; the artifact is staged in it under dest's own name.
 
-    A `.weights.h5` destination keeps its suffix because Keras refuses to
-    save weights to any other name.
+    Beside `dest`, so the publishing rename never crosses filesystems; under
+    dest's own name, so the file names recorded in manifests and cache
+    entries never carry a temporary name (and Keras, which only saves weights
+    to a `.weights.h5` path, is satisfied).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_sibling(dest, "staging")
-    if dest.name.endswith(".weights.h5"):
-        tmp = tmp.with_name(tmp.name + ".weights.h5")
-    return tmp
+    folder = tmp_sibling(dest, "staging")
+    folder.mkdir()
+    return folder
 
 
 def discard(path: Path) -> None:
