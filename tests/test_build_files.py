@@ -151,11 +151,6 @@ def test_the_example_workspace_loads_without_errors() -> None:
     assert sum(len(p.targets) for p in packages) >= 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: build_files.py load_package catches OSError around read_text but not "
-    "UnicodeDecodeError (a ValueError), so a non-UTF-8 BUILD.py crashes load_workspace",
-)
 def test_non_utf8_build_file_is_a_package_error(tmp_path: Path) -> None:
     write(tmp_path, "a/BUILD.py", b"x = '\xff'\n")
     write_build(tmp_path, "b", MODEL)

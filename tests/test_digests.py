@@ -145,11 +145,6 @@ def test_unwritable_cache_location_is_harmless(tmp_path: Path) -> None:
     cache.save()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: digests.py DigestCache trusts the shape of digests.json entries; "
-    "{path: 5} raises TypeError ('int' object is not subscriptable) in digest()",
-)
 def test_a_digests_entry_of_the_wrong_shape_is_ignored(tmp_path: Path) -> None:
     path = write(tmp_path, "f", "data")
     write(tmp_path, "d.json", json.dumps({str(path): 5}))

@@ -202,22 +202,12 @@ def test_save_without_changes_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / ".state/imports.json").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: imports.py ImportScanner trusts the shape of imports.json entries; a "
-    "well-formed JSON file with a non-list entry crashes closure() (ValueError in _resolve)",
-)
 def test_a_cache_entry_of_the_wrong_shape_is_ignored(tmp_path: Path) -> None:
     write(tmp_path, "a.py", "import numpy\n")
     write(tmp_path, ".state/imports.json", json.dumps({sha256_file(tmp_path / "a.py"): "x"}))
     assert _scanner(tmp_path).closure(["a"]).third_party == ("numpy",)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: imports.py module_file tries a.py before a/__init__.py, but Python imports "
-    "the package when both exist, so the key hashes code that never runs",
-)
 def test_a_package_shadows_a_module_of_the_same_name(tmp_path: Path) -> None:
     write(tmp_path, "m.py", "")
     write(tmp_path, "m/__init__.py", "")

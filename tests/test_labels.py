@@ -126,20 +126,11 @@ def test_is_label_and_valid_name() -> None:
     assert not valid_name("") and not valid_name(".x") and not valid_name("a/b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: labels.py _NAME/_PACKAGE use `$`, which also matches before a trailing "
-    "newline, so a name or package ending in '\\n' is accepted",
-)
 @pytest.mark.parametrize("text", ["//a:c\n", "//a\n:c"])
 def test_trailing_newline_is_not_part_of_a_valid_label(text: str) -> None:
     with pytest.raises(LabelError):
         Label.parse(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: labels.py valid_name uses _NAME.match with `$`, accepting 'x\\n'",
-)
 def test_valid_name_rejects_a_trailing_newline() -> None:
     assert not valid_name("x\n")

@@ -136,11 +136,6 @@ def test_a_file_replaces_an_old_directory(tmp_path: Path) -> None:
     assert _siblings(dest) == ["out", "out.manifest.json"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: publish.py publish() calls os.replace(staged_dir, dest) when dest is an "
-    "existing file, which raises NotADirectoryError; a stale file at dest must be discarded",
-)
 def test_a_directory_replaces_an_old_file(tmp_path: Path) -> None:
     dest = tmp_path / "out"
     staged = staging_path(dest)

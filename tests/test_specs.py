@@ -86,30 +86,16 @@ def test_endpoint_errors_name_the_attribute(kwargs: dict[str, Any], fragment: st
     assert fragment in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: specs.py endpoint(): the 'fn is not a method name' error lacks 'Received: fn='",
-)
 def test_endpoint_bad_method_name_says_received() -> None:
     with pytest.raises(SpecError, match=r"Received: fn='not-a-method'"):
         endpoint("e", fn="not-a-method", inputs=[X])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: specs.py endpoint(): the 'training must be True, False or None' error "
-    "lacks 'Received: training='",
-)
 def test_endpoint_bad_training_says_received() -> None:
     with pytest.raises(SpecError, match=r"Received: training=1"):
         endpoint("e", inputs=[X], training=1)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: specs.py tensor_spec(): `dtype not in DTYPES` raises TypeError for an "
-    "unhashable dtype such as a list instead of SpecError",
-)
 def test_unhashable_dtype_is_a_spec_error() -> None:
     with pytest.raises(SpecError, match=r"Received: dtype=\['float32'\]"):
         tensor_spec((1,), ["float32"])  # type: ignore[arg-type]

@@ -109,11 +109,6 @@ def test_missing_for_lists_uninstalled_backend_modules() -> None:
     assert "tensorflow" in toolchain.BACKEND_MODULES["jax"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: toolchain.py detect() trusts a cached 'mapping' whose stamp matches; a "
-    "non-dict mapping raises AttributeError instead of being recomputed",
-)
 def test_a_cache_with_a_wrong_shaped_mapping_is_recomputed(tmp_path: Path) -> None:
     cache = tmp_path / "toolchain.json"
     first = detect(cache)

@@ -124,11 +124,6 @@ class TestMaxAbsDiff:
             {"name": "off", "sample_seed": 1, "max_abs_diff": pytest.approx(0.5), "ok": False},
         ]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: verify.py max_abs_diff uses max(worst, nan), which keeps worst, so an "
-        "artifact returning NaN where Keras returns numbers passes verification",
-    )
     def test_nan_in_the_artifact_is_a_difference(self) -> None:
         from rules.execution.verify import max_abs_diff
 

@@ -27,7 +27,14 @@ class DigestCache:
     def __init__(self, path: Path) -> None:
         self._path = path
         raw = read_json(path)
-        self._entries: dict[str, list[int | str]] = raw if isinstance(raw, dict) else {}
+        self._entries: dict[str, list[int | str]] = {
+            key: entry
+            for key, entry in (raw.items() if isinstance(raw, dict) else ())
+            if isinstance(entry, list)
+            and len(entry) == 4
+            and all(isinstance(v, int) for v in entry[:3])
+            and isinstance(entry[3], str)
+        }
         self._dirty = False
         self._lock = threading.Lock()
 

@@ -38,14 +38,19 @@ class ImportScanner:
         self._digests = digests
         self._cache_path = cache_path
         raw = read_json(cache_path)
-        self._parsed: dict[str, list[list[object]]] = raw if isinstance(raw, dict) else {}
+        self._parsed: dict[str, list[list[object]]] = {
+            digest: entries
+            for digest, entries in (raw.items() if isinstance(raw, dict) else ())
+            if _valid_entries(entries)
+        }
         self._dirty = False
         self._lock = threading.Lock()
 
     def module_file(self, module: str) -> Path | None:
         """The file that `import module` would run from the workspace, if it is first-party."""
         base = self._root.joinpath(*module.split("."))
-        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        # A package wins over a same-named module, as in Python's own finder.
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
             if candidate.is_file():
                 return candidate
         return None
@@ -106,6 +111,18 @@ class ImportScanner:
             write_json(self._cache_path, parsed, durable=False)
         except OSError:
             pass  # only costs re-parsing next time
+
+
+def _valid_entries(entries: object) -> bool:
+    """A cached import list written by another version may have another shape: skip it."""
+    return isinstance(entries, list) and all(
+        isinstance(e, list)
+        and len(e) >= 2
+        and isinstance(e[0], str)
+        and isinstance(e[1], int)
+        and all(isinstance(n, str) for n in e[2:])
+        for e in entries
+    )
 
 
 def _resolve(entry: list[object], importer: str, importer_is_package: bool) -> list[str]:

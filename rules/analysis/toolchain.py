@@ -96,7 +96,15 @@ def detect(cache_path: Path | None = None) -> Toolchain:
     stamp = _site_fingerprint()
     cached = read_json(cache_path) if cache_path else None
     mapping: Mapping[str, list[str]]
-    if isinstance(cached, dict) and cached.get("stamp") == stamp:
+    if (
+        isinstance(cached, dict)
+        and cached.get("stamp") == stamp
+        and isinstance(cached.get("mapping"), dict)
+        and all(
+            isinstance(v, list) and all(isinstance(d, str) for d in v)
+            for v in cached["mapping"].values()
+        )
+    ):
         mapping = cached["mapping"]
     else:
         mapping = importlib.metadata.packages_distributions()

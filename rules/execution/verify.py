@@ -54,7 +54,11 @@ def max_abs_diff(expected: Any, got: Any) -> float:
         if x.dtype.kind in "OSUb" or y.dtype.kind in "OSUb":
             worst = max(worst, 0.0 if np.array_equal(x, y) else float("inf"))
         elif x.size:
-            worst = max(worst, float(np.max(np.abs(x.astype("float64") - y.astype("float64")))))
+            a, b = x.astype("float64"), y.astype("float64")
+            if not np.array_equal(np.isnan(a), np.isnan(b)):
+                return float("inf")  # NaN on one side only: max() would hide it
+            diff = np.abs(a - b)
+            worst = max(worst, float(np.max(np.where(np.isnan(diff), 0.0, diff))))
     return worst
 
 

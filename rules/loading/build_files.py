@@ -61,7 +61,7 @@ def load_package(root: Path, build_file: Path) -> Package:
     except SyntaxError as err:
         where = f"{ctx.display_path}:{err.lineno or 0}"
         return Package(name, build_file, (), BuildFileError(where, f"syntax error: {err.msg}"))
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, or a NUL byte
         return Package(name, build_file, (), BuildFileError(ctx.display_path, str(err)))
     namespace = {"__file__": str(build_file), "__name__": f"BUILD:{name}"}
     with loading(ctx):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_PACKAGE = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*)?$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_PACKAGE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*)?")
 
 
 class LabelError(ValueError):
@@ -45,9 +45,9 @@ class Label:
             raise LabelError(
                 f"expected a label like '//package/path:name' or ':name'. Received: {text!r}"
             )
-        if not _PACKAGE.match(package) or package.endswith("/"):
+        if not _PACKAGE.fullmatch(package) or package.endswith("/"):
             raise LabelError(f"invalid package path {package!r} in label {text!r}")
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise LabelError(f"invalid target name {name!r} in label {text!r}")
         return cls(package, name)
 
@@ -59,4 +59,4 @@ def is_label(text: str) -> bool:
 
 def valid_name(name: str) -> bool:
     """True when `name` can be a target name."""
-    return bool(_NAME.match(name))
+    return bool(_NAME.fullmatch(name))

@@ -269,7 +269,7 @@ def keras_export(
     ctx = current()
     label = Label(ctx.package, name)
     model_label = Label.parse(_str("model", model), ctx.package)
-    if format not in FORMATS:
+    if not isinstance(format, str) or format not in FORMATS:
         raise AttrError(
             f"unknown format {format!r}; known formats: {sorted(FORMATS)}."
             + did_you_mean(str(format), FORMATS)
@@ -283,6 +283,11 @@ def keras_export(
         if ep.name in seen:
             raise AttrError(f"endpoint name {ep.name!r} is used twice")
         seen.add(ep.name)
+    if variable_collections is not None and not isinstance(variable_collections, Mapping):
+        raise AttrError(
+            "attribute 'variable_collections' must be a dict of name -> attribute path. "
+            f"Received: {variable_collections!r}"
+        )
     collections: list[tuple[str, str]] = []
     for key, path in sorted((variable_collections or {}).items()):
         if not isinstance(key, str) or not key.isidentifier():
@@ -308,7 +313,7 @@ def keras_export(
     out_path = None
     if out is not None:
         out_path = posixpath.normpath(_str("out", out))
-        if out_path.startswith(("/", "..")) or "\\" in out_path:
+        if out_path in ("", ".") or out_path.startswith(("/", "..")) or "\\" in out_path:
             raise AttrError(f"attribute 'out' must stay inside artifacts/. Received: {out!r}")
     _register(
         ctx,

@@ -75,7 +75,7 @@ def tensor_spec(
                 f"tensor_spec dimensions must be None or ints >= 0. Received: shape={shape!r}"
             )
         dims.append(dim)
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise SpecError(
             f"tensor_spec dtype must be one of {sorted(DTYPES)}. Received: dtype={dtype!r}"
         )
@@ -135,9 +135,12 @@ def endpoint(
                 f"{fn!r} decides it itself. Received: training={training!r}"
             )
     elif not fn.isidentifier():
-        raise SpecError(f"endpoint {name!r}: fn {fn!r} is not a method name")
+        raise SpecError(f"endpoint {name!r}: fn must be a method name. Received: fn={fn!r}")
     if training is not None and not isinstance(training, bool):
-        raise SpecError(f"endpoint {name!r}: training must be True, False or None")
+        raise SpecError(
+            f"endpoint {name!r}: training must be True, False or None. "
+            f"Received: training={training!r}"
+        )
     if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence) or not inputs:
         raise SpecError(
             f"endpoint {name!r}: inputs must be a non-empty list of tensor_spec. "

@@ -46,6 +46,10 @@ class Manifest:
     def from_json(cls, data: Any) -> Manifest | None:
         """Parse a manifest; anything malformed reads as 'no manifest' (rebuild, never crash)."""
         try:
+            if not isinstance(data["inputs"], dict) or not isinstance(data["record"], dict):
+                raise TypeError("inputs and record must be objects")
+            if data["artifact_kind"] not in ("directory", "file"):
+                raise ValueError(f"unknown artifact kind {data['artifact_kind']!r}")
             return cls(
                 label=data["label"],
                 kind=data["kind"],

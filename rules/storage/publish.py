@@ -76,7 +76,9 @@ def publish(dest: Path, staged: Path, manifest: Manifest) -> None:
             fsync_dir(dest.parent)
             discard(old)
     else:
-        if dest.is_dir() and not dest.is_symlink():
+        # os.replace cannot put a directory over a file, nor a file over a
+        # directory: the old artifact of the other kind goes first.
+        if os.path.lexists(dest) and (staged.is_dir() or dest.is_dir()):
             discard(dest)
         os.replace(staged, dest)
         fsync_dir(dest.parent)
