@@ -27,6 +27,7 @@ from rules.cache.records import (
     is_sha256,
     scan_tree,
 )
+from rules.faults import pause_point
 
 ENV_CACHE_DIR = "RULES_KERAS_CACHE_DIR"
 # Entries are named by 64 hex digits, so a leading dot can never be mistaken
@@ -264,6 +265,7 @@ class LocalCache:
             # complete before the AC entry is renamed into place.
             for directory in synced:
                 _fsync_dir(directory)
+            pause_point("cache_store")
             ac = self.ac_path(key)
             _ensure_dir(ac.parent)
             _write_atomic(ac, iter((data,)), 0o644)

@@ -9,6 +9,7 @@ from rules.execution.failures import JobFailure, import_ref, user_traceback
 from rules.execution.model_loading import build_model
 from rules.execution.protocol import Job
 from rules.execution.verify import check_endpoints
+from rules.faults import pause_point
 
 
 def export(job: Job) -> dict[str, Any]:
@@ -52,6 +53,7 @@ def export(job: Job) -> dict[str, Any]:
             user_traceback(err),
         ) from err
 
+    pause_point("export")
     reloaded = tf.saved_model.load(job.out)
     reloaded_fns = {ep["name"]: getattr(reloaded, ep["name"]) for ep in endpoints}
     try:

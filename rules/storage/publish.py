@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from rules.faults import pause_point
 from rules.storage import manifest as manifest_io
 from rules.storage.atomic import fsync_dir, tmp_sibling
 from rules.storage.manifest import Manifest
@@ -26,9 +27,40 @@ def staging_dir(dest: Path) -> Path:
     to a `.weights.h5` path, is satisfied).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(dest)
     folder = tmp_sibling(dest, "staging")
     folder.mkdir()
     return folder
+
+
+def _remove_abandoned(dest: Path) -> None:
+    """Delete staging and replaced copies of `dest` left by killed builds.
+
+    The caller holds dest's action lock, so a sibling whose owning process is
+    gone cannot still be in use: tmp names end in `-<pid>-<random>`.
+    """
+    prefix = f".{dest.name}."
+    try:
+        siblings = [p for p in dest.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for path in siblings:
+        tag, _, rest = path.name[len(prefix) :].partition("-")
+        pid_text = rest.split("-", 1)[0]
+        if tag not in ("staging", "old") or not pid_text.isdigit():
+            continue
+        if int(pid_text) != os.getpid() and not _alive(int(pid_text)):
+            discard(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def discard(path: Path) -> None:
@@ -67,6 +99,7 @@ def publish(dest: Path, staged: Path, manifest: Manifest) -> None:
     """
     if staged.is_dir() and dest.is_dir() and not dest.is_symlink():
         if _exchange(staged, dest):
+            pause_point("publish")
             fsync_dir(dest.parent)
             discard(staged)
         else:
@@ -76,6 +109,7 @@ def publish(dest: Path, staged: Path, manifest: Manifest) -> None:
             fsync_dir(dest.parent)
             discard(old)
     else:
+        pause_point("publish")
         # os.replace cannot put a directory over a file, nor a file over a
         # directory: the old artifact of the other kind goes first.
         if os.path.lexists(dest) and (staged.is_dir() or dest.is_dir()):
