@@ -50,7 +50,7 @@ def test_four_concurrent_builds_export_each_target_exactly_once(tmp_path: Path) 
     cache = tmp_path / "cache"
     procs = [_spawn(ws, _env(cache), "export") for _ in range(4)]
     outputs = [p.communicate(timeout=900) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out + err
     counts = [_counts(summary(subprocess.CompletedProcess([], 0, out, err)))
               for out, err in outputs]
