@@ -24,7 +24,14 @@ KEYS = {
     "cache_max_size": "size `doit cache_gc` shrinks the local cache to, e.g. '10G'",
     "lock_timeout": "seconds to wait for another build of the same target (env "
     "RULES_KERAS_LOCK_TIMEOUT)",
+    "server": "false: never keep a warm export server between builds (env RULES_KERAS_SERVER=0)",
+    "server_idle_timeout": "seconds an idle export server lives (env "
+    "RULES_KERAS_SERVER_IDLE_TIMEOUT)",
+    "serving_root": "folder of the TF Serving tree that keras_export(serving=...) publishes to",
+    "serving_keep": "how many versions of each served model to keep",
 }
+DEFAULT_SERVER_IDLE_TIMEOUT = 900.0
+DEFAULT_SERVING_KEEP = 3
 DEFAULT_LOCK_TIMEOUT = 3600.0
 DEFAULT_MAX_SIZE = 10 << 30
 
@@ -39,6 +46,10 @@ class Settings:
     cache_max_size: int
     lock_timeout: float
     remote: RemoteConfig | None
+    server: bool = True
+    server_idle_timeout: float = DEFAULT_SERVER_IDLE_TIMEOUT
+    serving_root: Path | None = None
+    serving_keep: int = DEFAULT_SERVING_KEEP
 
 
 def parse_size(text: str | int) -> int:
@@ -92,6 +103,22 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
         lock_timeout = float(timeout_text)
     except (TypeError, ValueError):
         raise ConfigError(f"lock_timeout must be seconds. Received: {timeout_text!r}") from None
+    server = table.get("server", True)
+    if "RULES_KERAS_SERVER" in env:
+        server = env["RULES_KERAS_SERVER"].strip().lower() not in ("0", "false", "no", "off")
+    idle_text = env.get(
+        "RULES_KERAS_SERVER_IDLE_TIMEOUT",
+        table.get("server_idle_timeout", DEFAULT_SERVER_IDLE_TIMEOUT),
+    )
+    try:
+        idle = float(idle_text)
+        keep = int(table.get("serving_keep", DEFAULT_SERVING_KEEP))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            "server_idle_timeout must be seconds and serving_keep a whole number. "
+            f"Received: {idle_text!r}, {table.get('serving_keep')!r}"
+        ) from None
+    serving = table.get("serving_root")
     try:
         remote = remote_config_from(table, env)
     except RemoteError as err:
@@ -101,4 +128,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
         cache_max_size=parse_size(table.get("cache_max_size", DEFAULT_MAX_SIZE)),
         lock_timeout=lock_timeout,
         remote=remote,
+        server=bool(server),
+        server_idle_timeout=idle,
+        serving_root=(root / serving).resolve() if isinstance(serving, str) else None,
+        serving_keep=max(keep, 1),
     )
