@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rules.cache.local import default_cache_dir
-from rules.cache.remote import RemoteConfig, RemoteError, remote_config_from
+from rules.cache.remote_config import RemoteConfig, RemoteError, remote_config_from
 from rules.errors import RulesError, did_you_mean
 
 if sys.version_info >= (3, 11):

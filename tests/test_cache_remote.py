@@ -19,12 +19,14 @@ from rules.cache.remote import (
     PROGRESS_STEP,
     RemoteAuthError,
     RemoteCache,
-    RemoteConfig,
-    RemoteConfigError,
     RemoteCorrupt,
-    RemoteError,
     RemoteUnavailable,
     TransferProgress,
+)
+from rules.cache.remote_config import (
+    RemoteConfig,
+    RemoteConfigError,
+    RemoteError,
     remote_config_from,
 )
 

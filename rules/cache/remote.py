@@ -8,11 +8,8 @@ failure surfaces as a `RemoteError` so that callers can warn and build locally.
 
 from __future__ import annotations
 
-import base64
-import difflib
 import hashlib
 import http.client
-import math
 import os
 import re
 import socket
@@ -22,29 +19,22 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Literal, NoReturn, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Literal, NoReturn, Protocol
+from urllib.parse import urlsplit
 
 from rules.cache.http_pool import BLOCK_SIZE, ConnectionPool, PoolStats
-from rules.hashing import sha256_file
-
-ENV_URL = "RULES_KERAS_REMOTE_CACHE"
-ENV_UPLOAD = "RULES_KERAS_REMOTE_UPLOAD"
-ENV_HEADERS = "RULES_KERAS_REMOTE_HEADERS"
-ENV_TIMEOUT = "RULES_KERAS_REMOTE_TIMEOUT"
-ENV_USER = "RULES_KERAS_REMOTE_USER"
-ENV_PASSWORD = "RULES_KERAS_REMOTE_PASSWORD"
-
-SETTINGS_KEYS = (
-    "remote_cache",
-    "remote_upload",
-    "remote_timeout",
-    "remote_parallel",
-    "remote_headers_env",
+from rules.cache.remote_config import (
+    CREDENTIALS_HINT,
+    ENV_PASSWORD,
+    ENV_UPLOAD,
+    ENV_USER,
+    RemoteConfig,
+    RemoteError,
+    has_header,
 )
+from rules.hashing import sha256_file
 
 # Blobs above this size report progress each time this many more bytes moved.
 PROGRESS_STEP = 64 << 20
@@ -56,17 +46,6 @@ _MAX_ERROR_BODY = 64 << 10
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-_CREDENTIALS_HINT = (
-    f"check {ENV_USER}/{ENV_PASSWORD}, the user:password in the cache URL, "
-    f"or the Authorization header from {ENV_HEADERS}/remote_headers_env"
-)
-
-
-class RemoteError(Exception):
-    """Base of every error the remote cache raises; callers warn and build locally."""
 
 
 class RemoteUnavailable(RemoteError):
@@ -79,169 +58,6 @@ class RemoteAuthError(RemoteError):
 
 class RemoteCorrupt(RemoteError):
     """A downloaded entry has the wrong size or hash, or its body was cut short."""
-
-
-class RemoteConfigError(RemoteError, ValueError):
-    """`[tool.rules_keras]` or a RULES_KERAS_REMOTE_* variable is malformed."""
-
-
-@dataclass(frozen=True, repr=False)
-class RemoteConfig:
-    """Where the remote cache is and how to talk to it.
-
-    `url` never holds credentials: a `user:password@` in it is moved into an
-    `Authorization: Basic` header at construction, and `repr()` shows header
-    names only, so a config can be logged safely.
-    """
-
-    url: str
-    """Base URL, http or https; `/ac/<key>` and `/cas/<sha256>` are appended."""
-    upload: bool = False
-    """Send PUT requests. Off by default: only CI should write to a shared cache."""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    """Extra request headers, typically `Authorization`. Values are secrets."""
-    timeout: float = 10.0
-    """Seconds allowed to connect, and between two reads or writes on the socket."""
-    parallel: int = 4
-    """Transfers in flight at once in get_blobs/put_blobs (one connection each)."""
-
-    def __post_init__(self) -> None:
-        split = urlsplit(self.url)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise RemoteConfigError(
-                "remote_cache must be an http:// or https:// URL with a host, like "
-                f"'http://cache.example:8080/bazel'. Received: {_redact(self.url)!r}"
-            )
-        try:
-            split.port  # noqa: B018 - urlsplit validates the port lazily
-        except ValueError:
-            raise RemoteConfigError(
-                f"remote_cache has an invalid port. Received: {_redact(self.url)!r}"
-            ) from None
-        if split.query or split.fragment:
-            raise RemoteConfigError(
-                f"remote_cache must not have a query or fragment. Received: {_redact(self.url)!r}"
-            )
-        headers = dict(self.headers)
-        for name, value in headers.items():
-            if not _TOKEN.fullmatch(name) or "\r" in value or "\n" in value:
-                raise RemoteConfigError(
-                    f"remote cache header {name!r} has an invalid name or a line break in its value"
-                )
-        if split.username is not None:
-            if _has_header(headers, "Authorization"):
-                raise RemoteConfigError(
-                    "remote_cache has user:password in its URL and an Authorization header "
-                    "is set as well; keep only one"
-                )
-            headers["Authorization"] = _basic_auth(
-                unquote(split.username), unquote(split.password or "")
-            )
-        netloc = split.netloc.rpartition("@")[2]
-        object.__setattr__(self, "url", f"{split.scheme}://{netloc}{split.path.rstrip('/')}")
-        object.__setattr__(self, "headers", MappingProxyType(headers))
-        if isinstance(self.timeout, bool) or not (
-            isinstance(self.timeout, int | float) and 0 < self.timeout < math.inf
-        ):
-            raise RemoteConfigError(
-                f"remote_timeout must be a positive number of seconds. Received: {self.timeout!r}"
-            )
-        if (
-            isinstance(self.parallel, bool)
-            or not isinstance(self.parallel, int)
-            or (self.parallel < 1)
-        ):
-            raise RemoteConfigError(
-                f"remote_parallel must be an integer >= 1. Received: {self.parallel!r}"
-            )
-
-    def __repr__(self) -> str:
-        headers = {name: "<redacted>" for name in self.headers}
-        return (
-            f"RemoteConfig(url={self.url!r}, upload={self.upload!r}, headers={headers!r}, "
-            f"timeout={self.timeout!r}, parallel={self.parallel!r})"
-        )
-
-
-def remote_config_from(
-    settings: Mapping[str, Any], environ: Mapping[str, str]
-) -> RemoteConfig | None:
-    """Build the remote config from `[tool.rules_keras]` and the environment, or None if unset.
-
-    Environment variables win over settings: RULES_KERAS_REMOTE_CACHE (set but
-    empty turns the remote cache off), RULES_KERAS_REMOTE_UPLOAD (1/0),
-    RULES_KERAS_REMOTE_TIMEOUT, RULES_KERAS_REMOTE_HEADERS (`Name: value` lines),
-    RULES_KERAS_REMOTE_USER and RULES_KERAS_REMOTE_PASSWORD (basic auth, over
-    any user:password in the URL). `remote_headers_env` names variables that
-    hold more `Name: value` lines, so secrets stay out of pyproject.toml; unset
-    ones are skipped, since developers often have no token.
-    """
-    for key in settings:
-        if key.startswith("remote_") and key not in SETTINGS_KEYS:
-            close = difflib.get_close_matches(key, SETTINGS_KEYS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RemoteConfigError(
-                f"[tool.rules_keras] has an unknown key {key!r}.{hint} "
-                f"Known remote keys: {', '.join(SETTINGS_KEYS)}"
-            )
-    url = environ.get(ENV_URL)
-    if url is None:
-        url = settings.get("remote_cache")
-        if url is not None and not isinstance(url, str):
-            raise RemoteConfigError(
-                f"[tool.rules_keras] remote_cache must be a URL string. Received: {url!r}"
-            )
-    if not url or not url.strip():
-        return None
-
-    upload = settings.get("remote_upload", False)
-    if not isinstance(upload, bool):
-        raise RemoteConfigError(
-            f"[tool.rules_keras] remote_upload must be true or false. Received: {upload!r}"
-        )
-    if ENV_UPLOAD in environ:
-        upload = _env_bool(ENV_UPLOAD, environ[ENV_UPLOAD])
-
-    timeout: Any = settings.get("remote_timeout", 10.0)
-    if ENV_TIMEOUT in environ:
-        try:
-            timeout = float(environ[ENV_TIMEOUT])
-        except ValueError:
-            raise RemoteConfigError(
-                f"{ENV_TIMEOUT} must be a number of seconds. Received: {environ[ENV_TIMEOUT]!r}"
-            ) from None
-
-    headers: dict[str, str] = {}
-    names = settings.get("remote_headers_env", [])
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise RemoteConfigError(
-            "[tool.rules_keras] remote_headers_env must be a list of environment variable "
-            f"names. Received: {names!r}"
-        )
-    for name in [*names, ENV_HEADERS]:
-        if name in environ:
-            headers.update(_parse_header_lines(name, environ[name]))
-
-    user = environ.get(ENV_USER)
-    password = environ.get(ENV_PASSWORD)
-    if user is not None or password is not None:
-        if _has_header(headers, "Authorization"):
-            raise RemoteConfigError(
-                f"{ENV_USER}/{ENV_PASSWORD} and an Authorization header are both set; keep only one"
-            )
-        split = urlsplit(url.strip())
-        # The variables replace credentials written in the URL rather than
-        # clash with them: CI usually injects them over a checked-in URL.
-        url = split._replace(netloc=split.netloc.rpartition("@")[2]).geturl()
-        headers["Authorization"] = _basic_auth(user or "", password or "")
-
-    return RemoteConfig(
-        url=url.strip(),
-        upload=upload,
-        headers=headers,
-        timeout=timeout,
-        parallel=settings.get("remote_parallel", 4),
-    )
 
 
 class BlobDigest(Protocol):
@@ -316,7 +132,7 @@ class RemoteCache:
             "Accept-Encoding": "identity",
             **config.headers,
         }
-        self._sends_credentials = _has_header(config.headers, "Authorization")
+        self._sends_credentials = has_header(config.headers, "Authorization")
         self._down: RemoteUnavailable | RemoteAuthError | None = None
         self._down_lock = threading.Lock()
 
@@ -647,12 +463,12 @@ class RemoteCache:
             if method == "PUT" and status == 403:
                 raise RemoteAuthError(
                     f"remote cache refused the upload (HTTP 403) to {url}: this endpoint or "
-                    f"these credentials are read-only. For write access {_CREDENTIALS_HINT}; "
+                    f"these credentials are read-only. For write access {CREDENTIALS_HINT}; "
                     "or set remote_upload = false"
                 )
             raise RemoteAuthError(
                 f"remote cache rejected the credentials (HTTP {status}) for {url}; "
-                f"{_CREDENTIALS_HINT}"
+                f"{CREDENTIALS_HINT}"
             )
         if status >= 500:
             raise RemoteUnavailable(
@@ -773,42 +589,3 @@ def _drain(response: http.client.HTTPResponse) -> None:
     """Read what is left of a small body so the connection can serve another request."""
     if not response.isclosed():
         response.read(_MAX_ERROR_BODY)
-
-
-def _basic_auth(user: str, password: str) -> str:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
-
-
-def _has_header(headers: Mapping[str, str], name: str) -> bool:
-    return any(key.lower() == name.lower() for key in headers)
-
-
-def _redact(url: str) -> str:
-    """`url` without its user:password, for messages."""
-    split = urlsplit(url)
-    if "@" not in split.netloc:
-        return url
-    return split._replace(netloc="***@" + split.netloc.rpartition("@")[2]).geturl()
-
-
-def _env_bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise RemoteConfigError(f"{name} must be 1 or 0. Received: {value!r}")
-
-
-def _parse_header_lines(source: str, text: str) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name.strip()):
-            # The line may hold a token: name its position, never its text.
-            raise RemoteConfigError(f"{source} line {number} is not a `Name: value` header")
-        headers[name.strip()] = value.strip()
-    return headers

@@ -14,7 +14,8 @@ from typing import Any
 
 from rules.cache.local import LocalCache
 from rules.cache.records import ActionResult, CacheError
-from rules.cache.remote import RemoteCache, RemoteConfig, RemoteError
+from rules.cache.remote import RemoteCache
+from rules.cache.remote_config import RemoteConfig, RemoteError
 
 
 @dataclass(frozen=True)
