@@ -96,6 +96,10 @@ class BuildSession:
         except InputMissing as missing:
             self._set_reasons(label, [f"input {missing} is missing"])
             return False
+        except OSError as err:
+            # Unreadable inputs: let build() report it against the label.
+            self._set_reasons(label, [f"cannot read an input: {err}"])
+            return False
         if previous is not None and previous.key == key.digest:
             if manifest_io.intact(dest, previous, self.digests):
                 return True
@@ -125,6 +129,8 @@ class BuildSession:
             key = self.key(action)
         except InputMissing as err:
             raise ExportError(str(label), f"input {err} is missing") from err
+        except OSError as err:
+            raise ExportError(str(label), f"cannot read an input: {err}") from err
         dest = self.artifact(action)
         lock = action_lock_path(self.lock_root, key.digest)
         with hold(lock, what=f"{label} (another build of it)", timeout=self.settings.lock_timeout,

@@ -87,6 +87,11 @@ FILES = {
         'keras_model(name="m", factory="lib.model:small", weights=":other_w")\n'
         'keras_export(name="e", model=":m")\n'
     ),
+    "lib/broken.py": "def small(:\n",
+    "brokencode/BUILD.py": HEADER + (
+        'keras_model(name="m", factory="lib.broken:small", weights="//good:w")\n'
+        'keras_export(name="e", model=":m")\n'
+    ),
     "noimport/BUILD.py": HEADER + (
         'keras_model(name="m", factory="lib.nope:small", weights="//good:w")\n'
         'keras_export(name="e", model=":m")\n'
@@ -124,6 +129,8 @@ EXPECTED_ERRORS = {
     "model but (4, 3) in the file",
     "noimport": "//noimport:e: factory 'lib.nope:small' could not be imported: "
     "ModuleNotFoundError",
+    "brokencode": "//brokencode:e: factory 'lib.broken:small' could not be imported: "
+    "SyntaxError",
     "raises": "//raises:e: factory 'lib.model:raises' raised ValueError: boom from the factory",
     "raises-traceback": 'lib/model.py", line 13, in raises',
     "badsig": "//badsig:e: endpoint 'serve': the input signature does not fit the model: "

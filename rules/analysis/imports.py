@@ -89,7 +89,12 @@ class ImportScanner:
             cached = self._parsed.get(digest)
         if cached is not None:
             return cached
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError):
+            # Its digest is still in the key; the worker's import reports the
+            # error against the target, with the user's file and line.
+            return []
         found: list[list[object]] = []
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
