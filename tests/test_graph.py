@@ -195,10 +195,13 @@ def test_a_folder_is_not_a_data_file(tmp_path: Path) -> None:
 
 
 def test_unknown_format(tmp_path: Path) -> None:
-    model_package(tmp_path, extra_build='keras_export(name="x", model=":model", format="onnx")\n')
+    model_package(tmp_path, extra_build='keras_export(name="x", model=":model", format="torch")\n')
     result = graph(tmp_path)
     message = failures(result)["//m:x"]
-    assert "unknown format 'onnx'; known formats: ['tf_saved_model']" in message
+    assert (
+        "unknown format 'torch'; known formats: ['litert', 'onnx', 'openvino', 'tf_saved_model']"
+        in message
+    )
     assert "//m:serve" in action_labels(result)
 
 

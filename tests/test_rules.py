@@ -182,7 +182,7 @@ def test_missing_required_attribute(tmp_path: Path) -> None:
             "'//bad label'",
         ),
         ('keras_export(name="bad", model="model")', "Received: 'model'"),
-        ('keras_export(name="bad", model=":model", format="onnx")', "unknown format 'onnx'"),
+        ('keras_export(name="bad", model=":model", format="torch")', "unknown format 'torch'"),
         (
             'keras_export(name="bad", model=":model", format="tf_savedmodel")',
             "Did you mean 'tf_saved_model'?",

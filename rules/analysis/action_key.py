@@ -13,6 +13,7 @@ from rules.analysis.graph import Action
 from rules.analysis.imports import ImportScanner
 from rules.analysis.toolchain import Toolchain
 from rules.hashing import sha256_json
+from rules.loading.formats import EXPORT_FORMATS
 from rules.loading.targets import ExportTarget, TrainTarget
 
 # Bump when the meaning of a key input changes, so old cache entries stop matching.
@@ -48,7 +49,7 @@ def attributes(action: Action) -> dict[str, Any]:
     if isinstance(target, TrainTarget):
         return {"factory": target.factory, "train": target.train, "seed": target.seed}
     assert isinstance(target, ExportTarget)
-    return {
+    attrs = {
         "factory": action.factory,
         "format": target.format,
         "endpoints": [ep.to_json() for ep in target.endpoints],
@@ -57,6 +58,18 @@ def attributes(action: Action) -> dict[str, Any]:
         "tolerance": target.tolerance,
         "jax2tf_kwargs": dict(target.jax2tf_kwargs) if target.jax2tf_kwargs is not None else None,
     }
+    # Only when set, so the keys of targets without options stay what they were.
+    if target.format_options:
+        attrs["format_options"] = dict(target.format_options)
+    return attrs
+
+
+def format_tools(action: Action) -> dict[str, str]:
+    """Converter and runtime versions of a non-SavedModel export; empty otherwise."""
+    target = action.target
+    if not isinstance(target, ExportTarget):
+        return {}
+    return EXPORT_FORMATS[target.format].tool_versions()
 
 
 def compute(
@@ -85,6 +98,9 @@ def compute(
         "toolchain": toolchain.to_json(),
         "third_party": toolchain.third_party(closure.third_party),
     }
+    tools = format_tools(action)
+    if tools:
+        inputs["format_tools"] = tools
     return ActionKey(sha256_json(inputs), inputs)
 
 
@@ -105,7 +121,7 @@ def explain(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
                 reasons.append(f"{path}: removed (was {a[:12]})")
             else:
                 reasons.append(f"{path}: {a[:12]} -> {b[:12]}")
-    for section in ("toolchain", "third_party"):
+    for section in ("toolchain", "third_party", "format_tools"):
         before, after = old.get(section, {}), new.get(section, {})
         for name in sorted(set(before) | set(after)):
             if before.get(name) != after.get(name):

@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from rules.errors import did_you_mean
 from rules.loading.build_files import Package
+from rules.loading.formats import EXPORT_FORMATS
 from rules.loading.labels import Label
 from rules.loading.rules import FORMATS
 from rules.loading.targets import (
@@ -66,10 +67,17 @@ class BuildGraph:
 
 
 def output_path(target: TrainTarget | ExportTarget) -> str:
+    """Where the artifact goes: `out` is taken as given, a name gets the format's suffix.
+
+    The suffix matters to the tools: Keras writes LiteRT only to a `.tflite`
+    path, and ONNX tooling recognises `.onnx` files.
+    """
     pkg = PurePosixPath(ARTIFACTS, target.label.package)
     if isinstance(target, TrainTarget):
         return str(pkg / f"{target.label.name}.weights.h5")
-    return str(pkg / (target.out or target.label.name))
+    if target.out:
+        return str(pkg / target.out)
+    return str(pkg / (target.label.name + EXPORT_FORMATS[target.format].suffix))
 
 
 class _Resolver:
@@ -204,6 +212,7 @@ def analyse(root: Path, packages: tuple[Package, ...]) -> BuildGraph:
             errors[label] = message
     _check_cycles(actions, errors)
     _check_outputs(actions, errors)
+    _check_serving(actions, errors)
     _propagate(actions, errors)
     for label in sorted(errors):
         failures.append(Failure(str(label), f"{label}: {errors[label]}", label))
@@ -247,6 +256,21 @@ def _check_outputs(actions: dict[Label, Action], errors: dict[Label, str]) -> No
             names = ", ".join(str(c) for c in sorted(set(clash)))
             for label in clash:
                 errors.setdefault(label, f"targets {names} write the same artifact path {out}")
+
+
+def _check_serving(actions: dict[Label, Action], errors: dict[Label, str]) -> None:
+    """Two targets may not publish to the same TF Serving model: versions would interleave."""
+    by_name: dict[str, list[Label]] = defaultdict(list)
+    for label, action in actions.items():
+        if isinstance(action.target, ExportTarget) and action.target.serving:
+            by_name[action.target.serving].append(label)
+    for name, labels in sorted(by_name.items()):
+        if len(labels) > 1:
+            names = ", ".join(str(c) for c in sorted(labels))
+            for label in labels:
+                errors.setdefault(
+                    label, f"targets {names} publish the same TF Serving model {name!r}"
+                )
 
 
 def _propagate(actions: dict[Label, Action], errors: dict[Label, str]) -> None:

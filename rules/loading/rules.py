@@ -11,11 +11,13 @@ from __future__ import annotations
 import inspect
 import math
 import posixpath
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from rules.errors import did_you_mean
 from rules.loading.context import PackageContext, current
+from rules.loading.formats import EXPORT_FORMATS
 from rules.loading.labels import Label, LabelError, is_label, valid_name
 from rules.loading.specs import Endpoint, SpecError
 from rules.loading.targets import (
@@ -29,9 +31,11 @@ from rules.loading.targets import (
 )
 
 # Formats `keras_export` knows, and the backends Keras can export each from.
-FORMATS: dict[str, tuple[str, ...]] = {
-    "tf_saved_model": ("tensorflow", "jax"),
-}
+FORMATS: dict[str, tuple[str, ...]] = {name: f.backends for name, f in EXPORT_FORMATS.items()}
+# LiteRT converter settings that need Python objects a BUILD.py cannot declare as data.
+UNDECLARABLE_OPTIONS = frozenset({"representative_dataset"})
+# TF Serving model names become folder names and config entries: keep them plain.
+SERVING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 WEIGHTS_SUFFIXES = (".weights.h5", ".keras")
 DEFAULT_TOLERANCE = 1e-5
 
@@ -249,22 +253,39 @@ def keras_export(
     jax2tf_kwargs: Mapping[str, Any] | None = None,
     out: str | None = None,
     doc: str = "",
+    format_options: Mapping[str, Any] | None = None,
+    serving: str | None = None,
 ) -> None:
-    """Export a keras_model with Keras's ExportArchive and verify the artifact.
+    """Export a keras_model with Keras and verify the artifact in the runtime that serves it.
 
-    name: the target name; the artifact goes to `artifacts/<package>/<name>`.
+    name: the target name; the artifact goes to `artifacts/<package>/<name>`, plus
+        ".onnx" for onnx and ".tflite" for litert.
     model: label of a keras_model (":name" or "//package:name").
-    format: "tf_saved_model".
+    format: "tf_saved_model" (a directory, checked with TensorFlow), "onnx" (checked
+        with ONNX Runtime), "litert" (a .tflite file, checked with the LiteRT
+        interpreter; TensorFlow backend only) or "openvino" (a directory holding
+        model.xml and model.bin, checked with OpenVINO Runtime; TensorFlow backend only).
     endpoints: list of endpoint(...); empty means Model.export's default:
-        "serve" (inference call) plus the "serving_default" signature.
+        "serve" (inference call) plus the "serving_default" signature. Formats
+        other than tf_saved_model export the model's call only: at most one
+        endpoint with fn="call", which gives the input signature.
     variable_collections: {collection name: attribute path on the model}, e.g.
-        {"trainable": "trainable_variables"}; the first path segment may be a layer name.
+        {"trainable": "trainable_variables"}; the first path segment may be a
+        layer name. tf_saved_model only.
     track: layer names to pass to ExportArchive.track explicitly (lookup layers
         such as TextVectorization, StringLookup, IntegerLookup own tables).
-    tolerance: max abs difference allowed between the reloaded artifact and Keras.
-    jax2tf_kwargs: passed through to jax2tf.convert on the JAX backend.
+        tf_saved_model only.
+    tolerance: max abs difference allowed between the artifact, run in its own
+        runtime, and the Keras model on the same deterministic sample input.
+    jax2tf_kwargs: passed through to jax2tf.convert on the JAX backend (tf_saved_model).
     out: artifact path relative to `artifacts/<package>/` instead of the name.
     doc: one line shown by `doit list`.
+    format_options: passed to Model.export: {"opset_version": 17} for onnx; for
+        litert, TFLiteConverter attributes such as {"optimizations": ["DEFAULT"],
+        "target_spec": {"supported_types": ["float16"]}} (names of tf.lite.Optimize,
+        tf.lite.OpsSet and dtypes stand for those objects).
+    serving: a TF Serving model name (tf_saved_model only); every build also
+        publishes the artifact as `<serving_root>/<serving>/<version>/`.
     """
     ctx = current()
     label = Label(ctx.package, name)
@@ -274,6 +295,7 @@ def keras_export(
             f"unknown format {format!r}; known formats: {sorted(FORMATS)}."
             + did_you_mean(str(format), FORMATS)
         )
+    saved_model = format == "tf_saved_model"
     if isinstance(endpoints, (str, bytes)) or not isinstance(endpoints, Sequence):
         raise AttrError(f"attribute 'endpoints' must be a list. Received: {endpoints!r}")
     seen: set[str] = set()
@@ -310,11 +332,31 @@ def keras_export(
                 f"attribute 'jax2tf_kwargs' must be a dict. Received: {jax2tf_kwargs!r}"
             )
         kwargs = tuple(sorted(_json_value("jax2tf_kwargs", dict(jax2tf_kwargs)).items()))
+    if not saved_model:
+        _call_only(format, endpoints, variable_collections, track, jax2tf_kwargs)
+    options = _format_options(format, format_options)
+    if serving is not None:
+        if not saved_model:
+            raise AttrError(
+                f"attribute 'serving' needs format 'tf_saved_model': TF Serving loads "
+                f"SavedModels. Received: format={format!r}"
+            )
+        if not isinstance(serving, str) or not SERVING_NAME.fullmatch(serving):
+            raise AttrError(
+                "attribute 'serving' must be a TF Serving model name: letters, digits, "
+                f"'_', '-' or '.', not starting with '_', '-' or '.'. Received: {serving!r}"
+            )
     out_path = None
     if out is not None:
         out_path = posixpath.normpath(_str("out", out))
         if out_path in ("", ".") or out_path.startswith(("/", "..")) or "\\" in out_path:
             raise AttrError(f"attribute 'out' must stay inside artifacts/. Received: {out!r}")
+        suffix = EXPORT_FORMATS[format].suffix
+        if suffix and not out_path.endswith(suffix):
+            raise AttrError(
+                f"attribute 'out' must end with {suffix!r} for format {format!r}. "
+                f"Received: {out!r}"
+            )
     _register(
         ctx,
         ExportTarget(
@@ -329,5 +371,67 @@ def keras_export(
             jax2tf_kwargs=kwargs,
             out=out_path,
             doc=_str("doc", doc, allow_empty=True),
+            format_options=options,
+            serving=serving,
         ),
     )
+
+
+def _call_only(
+    format: str,
+    endpoints: Sequence[Endpoint],
+    variable_collections: Mapping[str, str] | None,
+    track: Sequence[str],
+    jax2tf_kwargs: Mapping[str, Any] | None,
+) -> None:
+    """ONNX, LiteRT and OpenVINO artifacts hold the model's call and nothing else."""
+    eps = list(endpoints)
+    if len(eps) > 1 or any(ep.fn not in ("call", "__call__") or ep.training for ep in eps):
+        raise AttrError(
+            f"format {format!r} exports the model's call only: endpoints= may hold one "
+            f'endpoint(..., fn="call") giving the input signature. '
+            f"Received: endpoints={[ep.name + ':' + ep.fn for ep in eps]}"
+        )
+    for attr, value in (
+        ("variable_collections", variable_collections),
+        ("track", track),
+        ("jax2tf_kwargs", jax2tf_kwargs),
+    ):
+        if value:
+            raise AttrError(
+                f"attribute {attr!r} applies to format 'tf_saved_model' only. "
+                f"Received: format={format!r}, {attr}={value!r}"
+            )
+
+
+def _format_options(format: str, value: object) -> tuple[tuple[str, Any], ...]:
+    """Check format_options against what the format's exporter accepts; sorted for the key."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise AttrError(f"attribute 'format_options' must be a dict. Received: {value!r}")
+    options = _json_value("format_options", dict(value))
+    allowed = EXPORT_FORMATS[format].options
+    for key in sorted(options):
+        if not key.isidentifier():
+            raise AttrError(f"format_options keys must be identifiers. Received: {key!r}")
+        if allowed is not None and key not in allowed:
+            known = f"it accepts {sorted(allowed)}" if allowed else "it takes none"
+            raise AttrError(
+                f"format {format!r} has no option {key!r}; {known}.{did_you_mean(key, allowed)} "
+                f"Received: format_options={value!r}"
+            )
+        if key in UNDECLARABLE_OPTIONS:
+            raise AttrError(
+                f"format_options[{key!r}] needs a Python callable, which a BUILD.py cannot "
+                "declare as data; export with a script instead. "
+                f"Received: format_options={value!r}"
+            )
+    opset = options.get("opset_version")
+    if "opset_version" in options and (
+        not isinstance(opset, int) or isinstance(opset, bool) or opset < 1
+    ):
+        raise AttrError(
+            f"format_options['opset_version'] must be an int >= 1. Received: {opset!r}"
+        )
+    return tuple(sorted(options.items()))

@@ -61,6 +61,8 @@ class ExportTarget:
     jax2tf_kwargs: tuple[tuple[str, Any], ...] | None
     out: str | None
     doc: str
+    format_options: tuple[tuple[str, Any], ...] = ()
+    serving: str | None = None
 
 
 @dataclass(frozen=True)
