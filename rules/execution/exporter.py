@@ -1,212 +1,28 @@
-"""Export a model with Keras's ExportArchive, reload it and check it against Keras."""
+"""Run a keras_export job with the module of its format (rules.execution.formats)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
 from typing import Any
 
-from rules.execution.failures import JobFailure, import_ref, user_traceback
-from rules.execution.model_loading import build_model
+from rules.execution.failures import JobFailure
 from rules.execution.protocol import Job
-from rules.execution.verify import check_endpoints
-from rules.faults import pause_point
+
+# Module per format, imported on first use: each pulls in its own converter.
+MODULES = {
+    "tf_saved_model": "rules.execution.formats.saved_model",
+    "onnx": "rules.execution.formats.onnx",
+    "litert": "rules.execution.formats.litert",
+    "openvino": "rules.execution.formats.openvino",
+}
 
 
 def export(job: Job) -> dict[str, Any]:
-    """Run one keras_export job; returns the record stored in the manifest."""
-    import tensorflow as tf
-    from keras.export import ExportArchive
-
-    opts = job.options
-    model = build_model(job.factory, job.weights, opts.get("weights_display"))
-    archive = ExportArchive()
-    archive.track(model)
-    for layer_name in opts["track"]:
-        archive.track(_layer(model, layer_name, "track"))
-
-    endpoints = list(opts["endpoints"]) or [_default_endpoint(model)]
-    fns: dict[str, Callable[..., Any]] = {}
-    extra: dict[str, Any] = {}
-    if job.backend == "jax" and opts.get("jax2tf_kwargs") is not None:
-        extra["jax2tf_kwargs"] = dict(opts["jax2tf_kwargs"])
-    for ep in endpoints:
-        fn = _endpoint_fn(model, ep)
-        fns[ep["name"]] = fn
-        signature = [_tf_spec_tree(tree, tf) for tree in ep["inputs"]]
-        try:
-            archive.add_endpoint(ep["name"], fn, input_signature=signature, **extra)
-        except Exception as err:
-            raise JobFailure(
-                "SignatureError",
-                f"endpoint {ep['name']!r}: the input signature does not fit the model: "
-                f"{type(err).__name__}: {_first_line(err)}",
-                user_traceback(err),
-            ) from err
-    for name, path in opts["variable_collections"]:
-        archive.add_variable_collection(name, _attribute(model, path))
-    try:
-        archive.write_out(job.out, verbose=False)
-    except Exception as err:
-        _blame_endpoint(archive, endpoints, err)
+    """Export and verify one target; returns the record stored in the manifest."""
+    fmt = job.options.get("format")
+    if fmt not in MODULES:
         raise JobFailure(
-            "ExportError", f"writing the SavedModel failed: {type(err).__name__}: {err}",
-            user_traceback(err),
-        ) from err
-
-    pause_point("export")
-    reloaded = tf.saved_model.load(job.out)
-    reloaded_fns = {ep["name"]: getattr(reloaded, ep["name"]) for ep in endpoints}
-    try:
-        checks = check_endpoints(endpoints, fns, reloaded_fns, opts["tolerance"])
-    except Exception as err:
-        raise JobFailure(
-            "VerificationError",
-            f"calling the endpoints on a sample input failed: {type(err).__name__}: "
-            f"{_first_line(err)}",
-            user_traceback(err),
-        ) from err
-    bad = [c for c in checks if not c["ok"]]
-    if bad:
-        worst = max(bad, key=lambda c: c["max_abs_diff"])
-        raise JobFailure(
-            "VerificationMismatch",
-            f"endpoint {worst['name']!r} of the reloaded SavedModel differs from Keras: "
-            f"max abs diff {worst['max_abs_diff']:.3g} > tolerance {opts['tolerance']:g} "
-            "(raise `tolerance` on the target if this is expected numerical noise)",
+            "ProtocolError", f"no exporter for format {fmt!r}; known: {sorted(MODULES)}"
         )
-    return {
-        "format": opts["format"],
-        "backend": job.backend,
-        "endpoints": endpoints,
-        "variable_collections": [list(p) for p in opts["variable_collections"]],
-        "verification": {"tolerance": opts["tolerance"], "checks": checks, "passed": True},
-    }
-
-
-def _blame_endpoint(archive: Any, endpoints: list[Mapping[str, Any]], err: Exception) -> None:
-    """Find which endpoint's trace fails, so the error names it.
-
-    Endpoints are traced lazily inside write_out, so a signature that does not
-    fit the model surfaces there. Retracing each one costs time, so it is done
-    only on this failure path.
-    """
-    # Keras keeps endpoint functions on its private trackable; read it defensively.
-    holder = getattr(archive, "_tf_trackable", archive)
-    for ep in endpoints:
-        fn = getattr(holder, ep["name"], None)
-        if fn is None or not hasattr(fn, "get_concrete_function"):
-            continue
-        try:
-            fn.get_concrete_function()
-        except Exception as trace_err:
-            raise JobFailure(
-                "SignatureError",
-                f"endpoint {ep['name']!r}: the input signature does not fit the model: "
-                f"{type(trace_err).__name__}: {_first_line(trace_err)}",
-            ) from err
-
-
-def _default_endpoint(model: Any) -> dict[str, Any]:
-    """Model.export's default: `serve` calls the model in inference mode."""
-    from keras.src.export.export_utils import get_input_signature
-
-    try:
-        signature = get_input_signature(model)
-    except Exception as err:
-        raise JobFailure(
-            "SignatureError",
-            f"cannot infer the model's input signature ({err}); declare endpoints= "
-            "with explicit inputs",
-        ) from err
-    return {
-        "name": "serve",
-        "fn": "call",
-        "training": None,
-        "inputs": [_spec_json(tree) for tree in signature],
-    }
-
-
-def _spec_json(tree: Any) -> Any:
-    if isinstance(tree, Mapping):
-        return {"dict": {k: _spec_json(v) for k, v in sorted(tree.items())}}
-    if isinstance(tree, (list, tuple)):
-        return [_spec_json(t) for t in tree]
-    shape = [None if d is None else int(d) for d in tree.shape]
-    dtype = str(getattr(tree.dtype, "name", tree.dtype))
-    return {"tensor": {"shape": shape, "dtype": dtype, "name": getattr(tree, "name", None)}}
-
-
-def _tf_spec_tree(tree: Any, tf: Any) -> Any:
-    if isinstance(tree, list):
-        return [_tf_spec_tree(t, tf) for t in tree]
-    if "dict" in tree:
-        return {k: _tf_spec_tree(v, tf) for k, v in tree["dict"].items()}
-    spec = tree["tensor"]
-    return tf.TensorSpec(spec["shape"], tf.as_dtype(spec["dtype"]), name=spec["name"])
-
-
-def _endpoint_fn(model: Any, ep: Mapping[str, Any]) -> Callable[..., Any]:
-    fn_ref: str = ep["fn"]
-    training = ep["training"]
-    if ":" in fn_ref:
-        builder = import_ref(fn_ref, f"endpoint {ep['name']!r} fn")
-        try:
-            fn = builder(model)  # type: ignore[operator]
-        except Exception as err:
-            raise JobFailure(
-                "EndpointError",
-                f"endpoint {ep['name']!r}: {fn_ref}(model) raised {type(err).__name__}: {err}",
-                user_traceback(err),
-            ) from err
-        if not callable(fn):
-            raise JobFailure(
-                "EndpointError",
-                f"endpoint {ep['name']!r}: {fn_ref}(model) must return a callable",
-            )
-        return fn  # type: ignore[no-any-return]
-    if fn_ref in ("call", "__call__"):
-        mode = bool(training)
-        return lambda *args: model(*args, training=mode)
-    method = getattr(model, fn_ref, None)
-    if not callable(method):
-        raise JobFailure(
-            "EndpointError",
-            f"endpoint {ep['name']!r}: the model has no method {fn_ref!r}",
-        )
-    if training is None:
-        return method  # type: ignore[no-any-return]
-    return lambda *args: method(*args, training=training)
-
-
-def _layer(model: Any, name: str, attr: str) -> Any:
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        from rules.errors import did_you_mean
-
-        names = [layer.name for layer in model.layers]
-        raise JobFailure(
-            "AttributeError",
-            f"{attr}: the model has no layer {name!r}; its layers are {names}."
-            + did_you_mean(name, names),
-        ) from None
-
-
-def _attribute(model: Any, path: str) -> Any:
-    """Resolve 'attr.attr' on the model; a first segment that is not an attribute is a layer."""
-    obj = model
-    for i, part in enumerate(path.split(".")):
-        if hasattr(obj, part):
-            obj = getattr(obj, part)
-        elif i == 0:
-            obj = _layer(model, part, f"variable_collections path {path!r}")
-        else:
-            raise JobFailure(
-                "AttributeError", f"variable_collections: {path!r} has no attribute {part!r}"
-            )
-    return obj
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
+    record: dict[str, Any] = importlib.import_module(MODULES[fmt]).export(job)
+    return record

@@ -89,3 +89,23 @@ def check_endpoints(
         ok = diff <= tolerance
         records.append({"name": ep["name"], "sample_seed": index, "max_abs_diff": diff, "ok": ok})
     return records
+
+
+def check_call(
+    ep: Mapping[str, Any],
+    keras_fn: Callable[..., Any],
+    artifact_fn: Callable[[list[Any]], Any],
+    tolerance: float,
+) -> dict[str, Any]:
+    """The check for artifacts that hold the model's call only (ONNX, LiteRT, OpenVINO).
+
+    It feeds the sample check_endpoints gives the first endpoint (seed 0), so a
+    target exported in several formats is checked on the same input in each.
+    `artifact_fn` takes the positional arguments as a list.
+    """
+    rng = np.random.default_rng(0)
+    args = [sample(tree, rng) for tree in ep["inputs"]]
+    expected = keras_fn(*args)
+    got = artifact_fn(args)
+    diff = max_abs_diff(expected, got)
+    return {"name": ep["name"], "sample_seed": 0, "max_abs_diff": diff, "ok": diff <= tolerance}
