@@ -29,10 +29,12 @@ from rules.errors import ExportError
 from rules.execution.pool import WorkerPool
 from rules.execution.protocol import Job
 from rules.loading.build_files import load_workspace
+from rules.loading.formats import EXPORT_FORMATS
 from rules.loading.labels import Label
 from rules.loading.targets import ExportTarget, TrainTarget
 from rules.locks import action_lock_path, hold, output_lock_path
 from rules.storage import manifest as manifest_io
+from rules.storage import serving
 from rules.storage.manifest import Manifest
 from rules.storage.publish import discard, publish, remove, staging_dir
 
@@ -70,6 +72,7 @@ class BuildSession:
         self.actions: dict[Label, Action] = {a.label: a for a in self.graph.actions}
         self.pool = WorkerPool(root, on_start=self._worker_started)
         self._reasons: dict[Label, list[str]] = {}
+        self._serving_stale: set[Label] = set()
         self._lock = threading.Lock()
 
     @property
@@ -102,11 +105,24 @@ class BuildSession:
             return False
         if previous is not None and previous.key == key.digest:
             if manifest_io.intact(dest, previous, self.digests):
-                return True
+                return self._served(action, previous)
             self._set_reasons(label, [f"{action.output} is missing or was modified"])
             return False
         old_inputs = previous.inputs if previous else None
         self._set_reasons(label, action_key.explain(old_inputs, key.inputs))
+        return False
+
+    def _served(self, action: Action, manifest: Manifest) -> bool:
+        """False, with the reason, when the target's TF Serving model lacks this artifact."""
+        name = self._serving_name(action)
+        root = self.settings.serving_root
+        if name is None or root is None:
+            return True
+        if serving.is_current(root, name, serving.content_digest(manifest.files)):
+            return True
+        self._set_reasons(action.label, [f"TF Serving model {name!r} in {root} lacks this version"])
+        with self._lock:
+            self._serving_stale.add(action.label)
         return False
 
     def _set_reasons(self, label: Label, reasons: list[str]) -> None:
@@ -141,7 +157,12 @@ class BuildSession:
                 and previous.key == key.digest
                 and manifest_io.intact(dest, previous, self.digests)
             ):
-                self._log(label, "up to date (built by a concurrent build)")
+                with self._lock:
+                    stale = label in self._serving_stale
+                    self._serving_stale.discard(label)
+                self._log(label, "up to date; publishing it to TF Serving" if stale
+                          else "up to date (built by a concurrent build)")
+                self._serve(action, dest)
                 return Outcome(str(label), "up to date")
             staging = staging_dir(dest)
             try:
@@ -150,6 +171,8 @@ class BuildSession:
                     outcome = self._export(action, key, dest, staging, reasons)
             finally:
                 discard(staging)
+            # Restored or built alike: a server must get what artifacts/ has.
+            self._serve(action, dest)
         return outcome
 
     def _restore(
@@ -178,6 +201,10 @@ class BuildSession:
                 f"backend {action.backend!r} needs {', '.join(missing)}, which is not "
                 f"installed; {INSTALL_HINT[action.backend]}",
             )
+        target = action.target
+        fmt = EXPORT_FORMATS[target.format] if isinstance(target, ExportTarget) else None
+        if fmt is not None and fmt.missing(action.backend):
+            raise ExportError(str(label), fmt.install_hint(action.backend))
         self._log(label, "building: " + "; ".join(reasons))
         staged = staging / dest.name
         result = self.pool.run(self._job(action, staged))
@@ -243,6 +270,7 @@ class BuildSession:
                 track=list(target.track),
                 tolerance=target.tolerance,
                 jax2tf_kwargs=dict(target.jax2tf_kwargs) if target.jax2tf_kwargs else None,
+                format_options=dict(target.format_options),
                 model=str(action.model.label) if action.model else None,
             )
         return Job(
@@ -254,6 +282,38 @@ class BuildSession:
             out=str(staged),
             options=options,
         )
+
+    def _serving_name(self, action: Action) -> str | None:
+        target = action.target
+        return target.serving if isinstance(target, ExportTarget) else None
+
+    def _serve(self, action: Action, dest: Path) -> None:
+        """Publish the artifact as the newest version of its TF Serving model, if it has one."""
+        name = self._serving_name(action)
+        if name is None:
+            return
+        root = self.settings.serving_root
+        if root is None:
+            self._log(action.label, f"serving={name!r} is set but [tool.rules_keras] has no "
+                      "serving_root; not published to TF Serving")
+            return
+        manifest = manifest_io.read(dest)
+        if manifest is None:
+            raise ExportError(str(action.label), f"{action.output} has no manifest to serve")
+        with hold(serving.lock_path(root), what=f"the TF Serving tree {root}",
+                  timeout=self.settings.lock_timeout,
+                  on_wait=lambda msg: self._log(action.label, msg)):
+            try:
+                served = serving.publish(
+                    root, name, dest, serving.content_digest(manifest.files),
+                    str(action.label), self.settings.serving_keep,
+                )
+            except OSError as err:
+                raise ExportError(
+                    str(action.label), f"publishing to TF Serving under {root} failed: {err}"
+                ) from err
+        if served.created:
+            self._log(action.label, f"serving {name!r} version {served.version} at {served.path}")
 
     def clean(self, label: Label) -> None:
         remove(self.artifact(self.actions[label]))

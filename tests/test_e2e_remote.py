@@ -21,7 +21,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-TARGETS = 9
+TARGETS = 12
 
 
 def _remote_env(url: str, cache: Path, *, upload: bool = False, **extra: str) -> dict[str, str]:

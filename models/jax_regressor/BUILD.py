@@ -27,3 +27,10 @@ keras_export(
     format="tf_saved_model",
     doc="SavedModel of the regressor via jax2tf: serve(float32[None, 6]) -> prediction [None, 1].",
 )
+
+keras_export(
+    name="jax_regressor_onnx",
+    model=":jax_regressor",
+    format="onnx",
+    doc="ONNX of the regressor via jax2onnx, checked in ONNX Runtime: features [N, 6] -> [N, 1].",
+)

@@ -34,5 +34,6 @@ keras_export(
         endpoint("serve_training", inputs=_FEATURES, training=True),
     ],
     variable_collections={"trainable": "trainable_variables"},
+    serving="ranker",
     doc="SavedModel of the ranker: serve and serve_training({user, item}) -> score [None, 1].",
 )

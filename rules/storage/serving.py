@@ -1,0 +1,182 @@
+"""Publish SavedModels into a TF Serving tree: <root>/<model>/<version>/ and models.config.
+
+TF Serving polls each model's base path and loads the highest integer-named
+folder, ignoring every other name. So a version is copied under a hidden
+staging name and renamed to its number only when complete, and old versions
+are renamed to a hidden name before they are deleted: a poller sees whole
+versions or none. The caller holds `lock_path(root)` around `publish`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rules.cache.records import FileEntry
+from rules.hashing import sha256_json
+from rules.storage.atomic import fsync_dir, read_json, write_bytes, write_json
+
+CONFIG = "models.config"
+# Per model: which version holds which content, so an unchanged artifact
+# gets no new version. Hidden, so TF Serving never takes it for a version.
+STATE = ".rules_keras.json"
+LOCK = ".rules_keras.lock"
+
+
+@dataclass(frozen=True)
+class Served:
+    """Where a model's current version is, and whether this call created it."""
+
+    model: str
+    version: int
+    path: Path
+    created: bool
+
+
+def lock_path(root: Path) -> Path:
+    """One lock per tree: version numbers and models.config must not be written twice at once."""
+    return root / LOCK
+
+
+def content_digest(files: Iterable[FileEntry]) -> str:
+    """Identity of a SavedModel's content: its files' paths, digests, sizes and modes."""
+    return sha256_json(sorted([f.path, f.sha256, f.size, f.mode] for f in files))
+
+
+def versions(model_dir: Path) -> list[int]:
+    """The version numbers present, ascending, as TF Serving would see them."""
+    try:
+        children = list(model_dir.iterdir())
+    except OSError:
+        return []
+    return sorted(int(p.name) for p in children if p.name.isdigit() and p.is_dir())
+
+
+def is_current(root: Path, model: str, digest: str) -> bool:
+    """True when the newest version of `model` already holds content `digest`."""
+    model_dir = root / model
+    state = read_json(model_dir / STATE)
+    present = versions(model_dir)
+    return (
+        isinstance(state, dict)
+        and bool(present)
+        and state.get("version") == present[-1]
+        and state.get("digest") == digest
+    )
+
+
+def publish(root: Path, model: str, artifact: Path, digest: str, label: str, keep: int) -> Served:
+    """Make `artifact` the newest version of `model`, unless it already is; prune; write config.
+
+    A new version is the highest number present plus one, so numbers only
+    grow even after old versions were pruned.
+    """
+    model_dir = root / model
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(model_dir)
+    present = versions(model_dir)
+    created = not is_current(root, model, digest)
+    if created:
+        version = (present[-1] if present else 0) + 1
+        staging = model_dir / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            shutil.copytree(artifact, staging)
+            _fsync_tree(staging)
+            os.rename(staging, model_dir / str(version))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        fsync_dir(model_dir)
+        # After the rename: a crash in between leaves a version the state does
+        # not name, which the next build treats as stale and republishes.
+        write_json(model_dir / STATE, {"version": version, "digest": digest, "label": label})
+    else:
+        version = present[-1]
+    prune(model_dir, keep)
+    write_config(root)
+    return Served(model, version, model_dir / str(version), created)
+
+
+def prune(model_dir: Path, keep: int) -> None:
+    """Delete all but the `keep` newest versions, each renamed away first."""
+    for old in versions(model_dir)[: -max(keep, 1)]:
+        hidden = model_dir / f".old-{os.getpid()}-{secrets.token_hex(4)}"
+        os.rename(model_dir / str(old), hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
+    fsync_dir(model_dir)
+
+
+def served_models(root: Path) -> list[str]:
+    """Models in the tree: folders with at least one version, sorted by name."""
+    try:
+        children = sorted(root.iterdir())
+    except OSError:
+        return []
+    return [p.name for p in children if not p.name.startswith(".") and versions(p)]
+
+
+def config_text(root: Path, models: Iterable[str]) -> str:
+    """models.config in ModelServerConfig text format; base paths are absolute."""
+    lines = ["model_config_list {"]
+    for name in models:
+        base = str((root / name).resolve()).replace("\\", "\\\\").replace('"', '\\"')
+        lines += [
+            "  config {",
+            f'    name: "{name}"',
+            f'    base_path: "{base}"',
+            '    model_platform: "tensorflow"',
+            "  }",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(root: Path) -> None:
+    """Regenerate models.config from the tree; unchanged text is not rewritten.
+
+    TF Serving can poll this file (--model_config_file_poll_wait_seconds), so
+    it is replaced atomically and left alone when nothing changed.
+    """
+    text = config_text(root, served_models(root))
+    path = root / CONFIG
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every copied file and folder before the rename makes the version visible."""
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def _remove_abandoned(model_dir: Path) -> None:
+    """Delete staging and pruned folders left by killed builds (the caller holds the lock)."""
+    for path in model_dir.iterdir():
+        if path.name.startswith((".staging-", ".old-")):
+            pid = path.name.split("-")[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
