@@ -116,3 +116,15 @@ def test_a_cache_with_a_wrong_shaped_mapping_is_recomputed(tmp_path: Path) -> No
     saved["mapping"] = ["numpy"]
     cache.write_text(json.dumps(saved))
     assert detect(cache) == first
+
+
+def test_numerics_env_enters_the_toolchain_only_when_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in toolchain.NUMERICS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    plain = detect(tmp_path / "t.json")
+    assert not set(plain.to_json()) & set(toolchain.NUMERICS_ENV)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    changed = detect(tmp_path / "t.json")
+    assert changed.to_json() == {**plain.to_json(), "TF_ENABLE_ONEDNN_OPTS": "0"}

@@ -27,6 +27,17 @@ BACKEND_MODULES: dict[str, tuple[str, ...]] = {
     "tensorflow": ("keras", "tensorflow"),
     "jax": ("keras", "jax", "jaxlib", "tensorflow"),
 }
+# Environment variables that change what an export computes. A set one enters
+# every action key's toolchain and the export server's fingerprint, so setting
+# or changing it rebuilds the targets and restarts the server.
+NUMERICS_ENV = (
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_XLA_FLAGS",
+    "XLA_FLAGS",
+    "JAX_ENABLE_X64",
+    "JAX_DEFAULT_MATMUL_PRECISION",
+)
 INSTALL_HINT = {
     "tensorflow": "pip install 'rules-keras[tensorflow]'",
     "jax": "pip install 'rules-keras[jax]'",
@@ -40,6 +51,9 @@ class Toolchain:
     python: str
     modules: tuple[tuple[str, str | None], ...]
     module_dists: tuple[tuple[str, tuple[str, ...]], ...]
+    # Only the NUMERICS_ENV variables that are set: keys stay as they were
+    # for everyone who sets none.
+    env: tuple[tuple[str, str], ...] = ()
 
     def version(self, module: str) -> str | None:
         return dict(self.modules).get(module)
@@ -61,7 +75,7 @@ class Toolchain:
         return found
 
     def to_json(self) -> dict[str, object]:
-        return {"python": self.python, **{m: v for m, v in self.modules}}
+        return {"python": self.python, **{m: v for m, v in self.modules}, **dict(self.env)}
 
 
 def _dist_version(names: tuple[str, ...]) -> str | None:
@@ -112,4 +126,5 @@ def detect(cache_path: Path | None = None) -> Toolchain:
             with contextlib.suppress(OSError):
                 write_json(cache_path, {"stamp": stamp, "mapping": mapping}, durable=False)
     dists = tuple(sorted((k, tuple(sorted(set(v)))) for k, v in mapping.items()))
-    return Toolchain(python, modules, dists)
+    env = tuple((name, os.environ[name]) for name in NUMERICS_ENV if name in os.environ)
+    return Toolchain(python, modules, dists, env)
