@@ -26,7 +26,7 @@ from rules.cache.local import LocalCache
 from rules.cache.records import FileEntry, scan_tree
 from rules.cache.tiers import TieredCache
 from rules.errors import ExportError
-from rules.execution.pool import WorkerPool
+from rules.execution.pool import ServerConfig, WorkerPool
 from rules.execution.protocol import Job
 from rules.loading.build_files import load_workspace
 from rules.loading.formats import EXPORT_FORMATS
@@ -70,7 +70,10 @@ class BuildSession:
         self._toolchain: Toolchain | None = None
         self.graph: BuildGraph = analyse(root, load_workspace(root))
         self.actions: dict[Label, Action] = {a.label: a for a in self.graph.actions}
-        self.pool = WorkerPool(root, on_start=self._worker_started)
+        server = ServerConfig(self.state, self.settings.server_idle_timeout,
+                              lambda: self.toolchain.to_json()) if self.settings.server else None
+        self.pool = WorkerPool(root, on_start=self._worker_started, server=server,
+                               on_notice=self._notice)
         self._reasons: dict[Label, list[str]] = {}
         self._serving_stale: set[Label] = set()
         self._lock = threading.Lock()
@@ -330,6 +333,9 @@ class BuildSession:
 
     def _warn(self, message: str) -> None:
         print(f"rules_keras: warning: {message}", file=sys.stderr, flush=True)
+
+    def _notice(self, message: str) -> None:
+        print(f"rules_keras: {message}", file=sys.stderr, flush=True)
 
     def _worker_started(self, backend: str) -> None:
         print(f"rules_keras: starting a {backend} worker", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ from rules.cache.local import LocalCache
 from rules.cache.records import CacheError
 from rules.config import format_size, parse_size
 from rules.errors import RulesError
+from rules.execution import server_control
 from rules.loading.labels import Label
 
 
@@ -102,6 +103,20 @@ class Workspace:
             "verbosity": 2,
         }
         yield {
+            "basename": "server_status",
+            "doc": "Show this workspace's warm export servers: pid, idle time, toolchain",
+            "actions": [self._server_status],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+        yield {
+            "basename": "server_stop",
+            "doc": "Stop this workspace's export servers (the next build starts one again)",
+            "actions": [self._server_stop],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+        yield {
             "basename": "export",
             "doc": "Build every keras_export target (and the keras_train targets they need)",
             "actions": None,
@@ -155,6 +170,25 @@ class Workspace:
         print(f"removed {report.removed_ac} action results, {report.removed_cas} blobs and "
               f"{report.removed_tmp} stale tmp files, freeing {format_size(report.freed_bytes)}; "
               f"{format_size(report.remaining_bytes)} left (limit {format_size(limit)})")
+        return None
+
+    def _server_status(self) -> TaskFailed | None:
+        session = self.session
+        try:
+            lines = server_control.status_lines(
+                session.state, session.toolchain.to_json(), session.settings.server
+            )
+        except RulesError as err:
+            return TaskFailed(f"server_status: {err}")
+        print("\n".join(lines))
+        return None
+
+    def _server_stop(self) -> TaskFailed | None:
+        try:
+            lines = server_control.stop_lines(self.root / STATE_DIR)
+        except RulesError as err:
+            return TaskFailed(f"server_stop: {err}")
+        print("\n".join(lines))
         return None
 
 

@@ -6,13 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOIT_TIMEOUT = 900
+# Every build starts its workspace's export server; in tests they exit soon
+# when idle, and any still running are stopped when the session ends.
+TEST_SERVER_IDLE_TIMEOUT = "60"
 
 
 def write_tree(root: Path, files: Mapping[str, str]) -> None:
@@ -41,9 +44,40 @@ def copy_examples(dest: Path) -> Path:
 
 
 def copy_workspace(src: Path, dest: Path) -> Path:
-    """A full copy (artifacts and state included), as a second clone would have after a build."""
-    shutil.copytree(src, dest, symlinks=True)
+    """A full copy (artifacts and state included), as a second clone would have after a build.
+
+    Without the export server's folder: a clone has no server of its own yet,
+    and copytree cannot copy a socket.
+    """
+    shutil.copytree(src, dest, symlinks=True, ignore=_server_folder)
     return dest
+
+
+def _server_folder(folder: str, names: list[str]) -> list[str]:
+    return ["server"] if Path(folder).name == ".rules_keras" else []
+
+
+def stop_servers(under: Path) -> list[int]:
+    """Stop the export servers of every workspace below `under`; returns their pids."""
+    from rules.execution import server_client
+    from rules.execution.server_protocol import BACKENDS, server_paths
+
+    stopped = []
+    for folder in under.glob("**/.rules_keras/server"):
+        for backend in BACKENDS:
+            pid = server_client.stop(server_paths(folder.parent, backend, create=False))
+            if pid is not None:
+                stopped.append(pid)
+    return stopped
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Short idle timeouts for the servers tests start, and none left behind."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RULES_KERAS_SERVER_IDLE_TIMEOUT", TEST_SERVER_IDLE_TIMEOUT)
+        yield
+    stop_servers(tmp_path_factory.getbasetemp())
 
 
 def doit(

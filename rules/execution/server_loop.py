@@ -1,0 +1,333 @@
+"""The export server's loop: accept requests, fork a child per job, relay its result."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rules.execution.protocol import JobResult
+from rules.execution.server_child import describe, run_child
+from rules.execution.server_protocol import MAX_MESSAGE, ServerPaths, encode
+
+TICK = 0.5
+
+
+@dataclass(eq=False)
+class _Conn:
+    sock: socket.socket
+    buffer: bytearray = field(default_factory=bytearray)
+    fds: list[int] = field(default_factory=list)
+    child: _Child | None = None
+
+
+@dataclass(eq=False)
+class _Child:
+    pid: int
+    pipe: int
+    conn: _Conn | None
+    label: str
+    started: float
+    output: bytearray = field(default_factory=bytearray)
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {message}", flush=True)
+
+
+class Server:
+    """The accept/fork/relay loop; single-threaded, so forking from it is safe."""
+
+    def __init__(
+        self, paths: ServerPaths, listener: socket.socket, fp: str, idle_timeout: float
+    ) -> None:
+        self.paths = paths
+        self.backend = paths.backend
+        self.listener = listener
+        self.fingerprint = fp
+        self.idle_timeout = idle_timeout
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.last_active = time.monotonic()
+        self.jobs = 0
+        self.conns: set[_Conn] = set()
+        self.children: dict[int, _Child] = {}
+        self.accepting = True
+        self.exit_reason = ""
+        self.signalled = False
+        self.threads = _thread_count()
+        self.inode = _inode(paths.socket)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ, None)
+        # The handler only sets a flag: it may run in the middle of any
+        # selector or bookkeeping step, so the loop acts on it at its next tick.
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.signalled = True
+
+    # -- loop -----------------------------------------------------------------
+
+    def serve(self) -> None:
+        log(f"serving {self.backend} jobs on {self.paths.socket} (idle timeout "
+            f"{self.idle_timeout:g}s, fingerprint {self.fingerprint[:12]})")
+        while self.accepting or self.children:
+            for key, _ in self.selector.select(TICK):
+                if key.data is None:
+                    self._accept()
+                elif isinstance(key.data, _Conn):
+                    self._read_conn(key.data)
+                else:
+                    self._read_child(key.data)
+            self._tick()
+        for conn in list(self.conns):
+            self._close(conn)
+        self._remove_files()
+        log(f"exiting: {self.exit_reason}")
+
+    def _tick(self) -> None:
+        if self.signalled:
+            self.stop("SIGTERM", kill=True)
+        if not self.accepting:
+            return
+        if _inode(self.paths.socket) != self.inode:
+            self.stop("the socket was removed or replaced", kill=False)
+        elif (
+            not self.children
+            and not self.conns
+            and time.monotonic() - self.last_active > self.idle_timeout
+        ):
+            self.stop(f"idle for {self.idle_timeout:g}s", kill=False)
+
+    def stop(self, reason: str, *, kill: bool) -> None:
+        """Stop accepting; with `kill`, end running jobs too (their clients fall back)."""
+        if self.accepting:
+            self.accepting = False
+            self.exit_reason = reason
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(self.listener)
+            self.listener.close()
+            # Free the name at once, so that a client can start a successor
+            # while this process still finishes its running jobs.
+            self._remove_files()
+        if kill:
+            for child in self.children.values():
+                with contextlib.suppress(OSError):
+                    os.kill(child.pid, signal.SIGKILL)
+                # No reply: the client sees the connection close and retries
+                # the job on a per-build worker, instead of reporting a crash.
+                if child.conn is not None:
+                    self._close(child.conn)
+
+    # -- connections ----------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        sock.settimeout(5.0)
+        conn = _Conn(sock)
+        self.conns.add(conn)
+        self.selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _read_conn(self, conn: _Conn) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(conn.sock, 1 << 16, 2)
+        except OSError:
+            data, fds = b"", []
+        conn.fds.extend(fds)
+        if not data:
+            if conn.child is not None:
+                # The build went away (killed, or interrupted): its export
+                # must not go on writing into a staging folder nobody owns.
+                log(f"client of {conn.child.label} disconnected; killing pid {conn.child.pid}")
+                with contextlib.suppress(OSError):
+                    os.kill(conn.child.pid, signal.SIGKILL)
+            self._close(conn)
+            return
+        conn.buffer += data
+        if conn.child is not None or b"\n" not in conn.buffer:
+            if len(conn.buffer) > MAX_MESSAGE:
+                self._close(conn)
+            return
+        line = bytes(conn.buffer.partition(b"\n")[0])
+        conn.buffer.clear()
+        try:
+            request = json.loads(line)
+            op = request["op"]
+        except (ValueError, KeyError, TypeError):
+            self._reply(conn, {"type": "error", "message": "malformed request"})
+            self._close(conn)
+            return
+        if op == "status":
+            self._reply(conn, {"type": "status", **self.status()})
+            self._close(conn)
+        elif op == "stop":
+            self._reply(conn, {"type": "stopping", "pid": self.pid})
+            self._close(conn)
+            self.stop("asked to stop", kill=True)
+        elif op == "run":
+            self._run(conn, request)
+        else:
+            self._reply(conn, {"type": "error", "message": f"unknown op {op!r}"})
+            self._close(conn)
+
+    def _reply(self, conn: _Conn, message: dict[str, Any]) -> None:
+        try:
+            conn.sock.sendall(encode(message))
+        except OSError:
+            pass
+
+    def _close(self, conn: _Conn) -> None:
+        for fd in conn.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        conn.fds.clear()
+        if conn in self.conns:
+            self.conns.discard(conn)
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(conn.sock)
+            conn.sock.close()
+        if conn.child is not None:
+            conn.child.conn = None
+            conn.child = None
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "pid": self.pid,
+            "backend": self.backend,
+            "fingerprint": self.fingerprint,
+            "started": self.started,
+            "jobs": self.jobs,
+            "running": sorted(c.label for c in self.children.values()),
+            "idle_timeout": self.idle_timeout,
+            "idle_for": 0.0 if self.children else round(now - self.last_active, 1),
+            "log": str(self.paths.log),
+        }
+
+    # -- jobs -----------------------------------------------------------------
+
+    def _run(self, conn: _Conn, request: dict[str, Any]) -> None:
+        refusal = ""
+        if not self.accepting:
+            refusal = "retiring"
+        elif request.get("fingerprint") != self.fingerprint:
+            refusal = "toolchain"
+        elif _thread_count() > self.threads:
+            # Something started threads in this process; a child forked now
+            # could inherit a held lock. Hand over to a fresh server. (Fewer
+            # is fine: OpenBLAS ends its pool at the first fork.)
+            refusal = "unsafe"
+        elif len(conn.fds) != 2 or not all(k in request for k in ("job", "env", "root")):
+            refusal = "protocol"
+        if refusal:
+            self._reply(conn, {"type": "refused", "reason": refusal,
+                               "fingerprint": self.fingerprint, "pid": self.pid})
+            self._close(conn)
+            if refusal in ("toolchain", "unsafe"):
+                log(f"refused a job ({refusal}); retiring so a fresh server can take over")
+                self.stop(f"refused a job: {refusal}", kill=False)
+            return
+        with contextlib.suppress(TypeError, ValueError):
+            self.idle_timeout = float(request.get("idle_timeout", self.idle_timeout))
+        job = request["job"]
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            self._child(conn, request, write_fd)
+        os.close(write_fd)
+        for fd in conn.fds:
+            os.close(fd)
+        conn.fds.clear()
+        os.set_blocking(read_fd, False)
+        child = _Child(pid, read_fd, conn, str(job.get("label")), time.monotonic())
+        conn.child = child
+        self.children[pid] = child
+        self.selector.register(read_fd, selectors.EVENT_READ, child)
+        self.jobs += 1
+        self.last_active = time.monotonic()
+        self._reply(conn, {"type": "started", "pid": pid})
+
+    def _child(self, conn: _Conn, request: dict[str, Any], write_fd: int) -> NoReturn:
+        with contextlib.suppress(OSError):
+            self.selector.close()
+            self.listener.close()
+            for other in self.conns:
+                other.sock.close()
+            for sibling in self.children.values():
+                os.close(sibling.pipe)
+        run_child(request, conn.fds, write_fd, self.pid, self.backend)
+
+    def _read_child(self, child: _Child) -> None:
+        try:
+            data = os.read(child.pipe, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            child.output += data
+            return
+        self.selector.unregister(child.pipe)
+        os.close(child.pipe)
+        # The child held the only write end, so EOF means it is exiting.
+        try:
+            _, status = os.waitpid(child.pid, 0)
+        except ChildProcessError:
+            status = 0
+        del self.children[child.pid]
+        self.last_active = time.monotonic()
+        seconds = time.monotonic() - child.started
+        line = bytes(child.output).partition(b"\n")[0]
+        if not line:
+            # Reported as a crash, not as a failed job: the client retries on a
+            # per-build worker, which tells a fork problem from a real crash.
+            log(f"{child.label}: pid {child.pid} {describe(status)} after {seconds:.2f}s")
+            if child.conn is not None:
+                self._reply(child.conn, {"type": "crashed", "how": describe(status)})
+                self._close(child.conn)
+            return
+        result = JobResult.from_line(line)
+        log(f"{child.label}: {'ok' if result.ok else result.error_kind} in {seconds:.2f}s "
+            f"(pid {child.pid})")
+        if child.conn is not None:
+            self._reply(child.conn, {"type": "result", "result": json.loads(line)})
+            self._close(child.conn)
+
+    def _remove_files(self) -> None:
+        if _inode(self.paths.socket) == self.inode:
+            self.paths.socket.unlink(missing_ok=True)
+        try:
+            owner = json.loads(self.paths.info.read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            return
+        if owner == self.pid:
+            self.paths.info.unlink(missing_ok=True)
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

@@ -1,0 +1,172 @@
+"""What the export server and its clients share: its files, its fingerprint and its messages."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rules
+from rules.errors import RulesError
+from rules.hashing import sha256_json
+
+SERVER_DIR = "server"
+BACKENDS = ("tensorflow", "jax")
+# A request carries the job, the caller's environment and its toolchain; far
+# below this. The cap only stops a confused peer from growing a buffer forever.
+MAX_MESSAGE = 16 << 20
+# sockaddr_un.sun_path holds 108 bytes on Linux, 104 on macOS.
+_MAX_SOCKET_PATH = 100
+
+
+class ServerFolderError(RulesError):
+    """The server folder cannot be made private to this user."""
+
+
+@dataclass(frozen=True)
+class ServerPaths:
+    """The files of one backend's server in <workspace>/.rules_keras/server/."""
+
+    folder: Path
+    backend: str
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / f"{self.backend}.sock"
+
+    @property
+    def info(self) -> Path:
+        """JSON written by the server once it listens: pid, fingerprint, root, start time."""
+        return self.folder / f"{self.backend}.json"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / f"{self.backend}.log"
+
+    @property
+    def lock(self) -> Path:
+        """Held by a client while it checks, cleans up or starts the server."""
+        return self.folder / f"{self.backend}.lock"
+
+
+def server_paths(state: Path, backend: str, *, create: bool = True) -> ServerPaths:
+    """The backend's server files; with `create`, the folder is made owner-only (0700).
+
+    The socket accepts jobs that run arbitrary model code as this user, so
+    nobody else may reach it: the folder's mode is what guards it.
+    """
+    folder = state / SERVER_DIR
+    if create:
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = os.lstat(folder)
+        except OSError as err:
+            raise ServerFolderError(f"cannot create {folder}: {err}") from err
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise ServerFolderError(
+                f"{folder} must be a folder owned by this user; remove it and build again"
+            )
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(folder, 0o700)
+    return ServerPaths(folder, backend)
+
+
+def fingerprint(backend: str, toolchain: Mapping[str, object]) -> str:
+    """What a warm server has loaded; a server refuses jobs from a caller whose differs.
+
+    `toolchain` is the action key's toolchain section (versions and the
+    numerics environment). The interpreter, PYTHONPATH and the rules source
+    are added because the server imported them once and would otherwise run
+    jobs with a stale copy.
+    """
+    return sha256_json(
+        {
+            "backend": backend,
+            "toolchain": dict(toolchain),
+            "executable": sys.executable,
+            "pythonpath": os.environ.get("PYTHONPATH", ""),
+            "rules_keras": rules.__version__,
+            "rules_source": _source_stamp(),
+        }
+    )
+
+
+def _source_stamp() -> list[list[object]]:
+    """Size and mtime of every rules module: an editable install changes without a version."""
+    package = Path(rules.__file__).resolve().parent
+    stamps: list[list[object]] = []
+    for path in sorted(package.rglob("*.py")):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            stamps.append([path.relative_to(package).as_posix(), st.st_size, st.st_mtime_ns])
+    return stamps
+
+
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """An address that bind() and connect() accept for `path`, however long it is.
+
+    Long workspace paths overflow sun_path; on Linux the folder is then
+    reached through an open descriptor (/proc/self/fd/N/name) instead.
+    """
+    if len(os.fsencode(path)) < _MAX_SOCKET_PATH or not sys.platform.startswith("linux"):
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    return (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
+    """Send one message; `fds` travel with its first bytes (SCM_RIGHTS)."""
+    data = encode(message)
+    sent = socket.send_fds(sock, [data], list(fds)) if fds else 0
+    sock.sendall(data[sent:])
+
+
+class LineReader:
+    """Reads newline-terminated JSON messages from a blocking socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = b""
+
+    def read(self) -> dict[str, Any] | None:
+        """The next message, or None when the peer closed the connection first."""
+        while b"\n" not in self._buffer:
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return None
+            self._buffer += chunk
+            if len(self._buffer) > MAX_MESSAGE:
+                return None
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        message = json.loads(line)
+        if not isinstance(message, dict):
+            return None
+        return message
+
+
+def read_info(paths: ServerPaths) -> dict[str, Any] | None:
+    """The server's info file, or None if absent or unreadable."""
+    try:
+        data = json.loads(paths.info.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
