@@ -1,8 +1,9 @@
-"""Named pause points, so crash-safety tests can SIGKILL a build at an exact step.
+"""Named pause points, so crash-safety tests can stop a build at an exact step.
 
-Set RULES_KERAS_PAUSE_AT=<point> and the process announces the point on
-stderr and sleeps there; the test then kills it. Unset (always, outside
-tests), a pause point is one dictionary lookup.
+RULES_KERAS_PAUSE_AT=<point> makes the process announce the point on stderr
+and sleep there, for a test to SIGKILL it; `<point>:<seconds>` sleeps that
+long and then goes on, for a test to change something mid-build. Unset
+(always, outside tests), a pause point is one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ ENV = "RULES_KERAS_PAUSE_AT"
 
 
 def pause_point(name: str) -> None:
-    if os.environ.get(ENV) == name:
+    wanted = os.environ.get(ENV)
+    if wanted is None:
+        return
+    point, _, seconds = wanted.partition(":")
+    if point == name:
         print(f"rules_keras: paused at {name} (pid {os.getpid()})", file=sys.stderr, flush=True)
-        time.sleep(3600)
+        time.sleep(float(seconds) if seconds else 3600)

@@ -153,3 +153,26 @@ def test_gc_to_a_size_limit_while_a_build_runs(tmp_path: Path) -> None:
     assert_cache_consistent(cache)
     stats = doit(ws, "cache_stats", env={"RULES_KERAS_CACHE_DIR": str(cache)})
     assert "action results" in stats.stdout
+
+
+def test_inputs_changed_during_the_build_are_published_but_not_cached(tmp_path: Path) -> None:
+    ws = copy_examples(tmp_path / "ws")
+    cache = tmp_path / "cache"
+    weights = ws / "models/ranker/ranker.weights.h5"
+    proc = _spawn(ws, _env(cache, RULES_KERAS_PAUSE_AT="export:6"),
+                  "//models/ranker:ranker_serving")
+    assert proc.stderr is not None
+    line = ""
+    while "paused at export" not in line:
+        line = proc.stderr.readline()
+        assert line, "the build ended before reaching the export"
+    # The worker has read the weights and is exporting: change them under it.
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "inputs changed during the build; not cached" in out
+    assert assert_cache_consistent(cache) == 0
+    # The manifest keeps the key of the inputs the export started from, so the
+    # next build sees the change (and, the file now being garbage, fails on it).
+    after = doit(ws, "//models/ranker:ranker_serving", env={"RULES_KERAS_CACHE_DIR": str(cache)})
+    assert "models/ranker/ranker.weights.h5:" in after.stdout
