@@ -221,7 +221,7 @@ def clean_stale(paths: ServerPaths) -> str:
         _kill(pid)
         note = f"killed pid {pid}, which held the socket but did not answer"
     elif isinstance(pid, int):
-        note = f"removed the files of pid {pid}, which is gone"
+        note = f"removed the files left by pid {pid}"
     elif paths.socket.exists():
         note = "removed a socket left without an owner"
     paths.socket.unlink(missing_ok=True)

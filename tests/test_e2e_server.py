@@ -1,0 +1,336 @@
+"""End to end: the warm export server with real doit processes, real servers and kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rules.execution import server_client
+from rules.execution.protocol import Job
+from rules.execution.server_protocol import server_paths
+from tests.conftest import built_labels, doit, new_workspace, stop_servers, summary, write_tree
+
+pytestmark = pytest.mark.e2e
+
+MODEL = '''
+"""Tiny models; importing prints a marker so that tests see each fresh import."""
+import os
+import time
+
+import keras
+
+VERSION = 1
+print(f"lib.model imported (version {VERSION}, pid {os.getpid()})", flush=True)
+
+
+def small():
+    inp = keras.Input((4,), name="x")
+    return keras.Model(inp, keras.layers.Dense(2)(inp))
+
+
+def other():
+    inp = keras.Input((4,), name="x")
+    return keras.Model(inp, keras.layers.Dense(3)(inp))
+
+
+def blocking():
+    """The first call in this workspace hangs until it is killed; later ones build small()."""
+    try:
+        fd = os.open("first_attempt.pid", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return small()
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    while True:
+        time.sleep(1)
+'''
+
+WEIGHTS = """
+import sys
+sys.path.insert(0, ".")
+from lib.model import small, other
+small().save_weights("p1/small.weights.h5")
+other().save_weights("p2/other.weights.h5")
+"""
+
+HEADER = "from rules import keras_export, keras_model\n"
+FILES = {
+    "lib/__init__.py": "",
+    "lib/model.py": MODEL,
+    "p1/BUILD.py": HEADER + (
+        'keras_model(name="m", factory="lib.model:small", weights="small.weights.h5")\n'
+        'keras_export(name="e", model=":m")\n'
+    ),
+    "p2/BUILD.py": HEADER + (
+        'keras_model(name="m", factory="lib.model:other", weights="other.weights.h5")\n'
+        'keras_export(name="e", model=":m")\n'
+    ),
+}
+BLOCK = {
+    "block/BUILD.py": HEADER + (
+        'keras_model(name="m", factory="lib.model:blocking", weights="small.weights.h5")\n'
+        'keras_export(name="e", model=":m")\n'
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = new_workspace(tmp_path_factory.mktemp("server") / "template", FILES)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-c", WEIGHTS], cwd=root, env=env, check=True,
+                   capture_output=True, timeout=300)
+    return root
+
+
+@pytest.fixture
+def ws(template: Path, tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "ws"
+    shutil.copytree(template, root, ignore=shutil.ignore_patterns("__pycache__"))
+    yield root
+    stop_servers(tmp_path)
+
+
+def _info(ws: Path, backend: str = "tensorflow") -> dict[str, object]:
+    path = ws / ".rules_keras/server" / f"{backend}.json"
+    data: dict[str, object] = json.loads(path.read_text())
+    return data
+
+
+def _pid(ws: Path) -> int:
+    pid = _info(ws)["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    return server_client._alive(pid)
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.1)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _spawn(ws: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPROFILEIMPORTTIME"}
+    env["RULES_KERAS_CACHE_DIR"] = str(ws.parent / "cache")
+    return subprocess.Popen(
+        [sys.executable, "-m", "doit", *args], cwd=ws, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def _start_blocked_build(ws: Path) -> tuple[subprocess.Popen[str], int]:
+    """Start `doit //block:e`; returns it once its export hangs, and the export's pid."""
+    write_tree(ws, BLOCK)
+    shutil.copy(ws / "p1/small.weights.h5", ws / "block/small.weights.h5")
+    proc = _spawn(ws, "//block:e")
+    marker = ws / "first_attempt.pid"
+
+    def started() -> bool:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the build ended before its export started:\n{out}{err}")
+        return marker.exists() and marker.read_text() != ""
+
+    _wait(started, 300, "the export to start")
+    return proc, int(marker.read_text())
+
+
+def test_the_first_build_starts_a_private_server_and_rebuilds_run_warm_on_fresh_code(
+    ws: Path,
+) -> None:
+    first = _ok(doit(ws, "-n", "2", "export"))
+    assert "started the tensorflow export server" in first.stderr
+    assert "starting a tensorflow worker" not in first.stderr
+    assert summary(first) == "2 built, 0 restored, 0 up to date, 0 failed"
+    pid = _pid(ws)
+    folder = ws / ".rules_keras/server"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_ISSOCK((folder / "tensorflow.sock").stat().st_mode)
+    assert stat.S_IMODE((folder / "tensorflow.sock").stat().st_mode) == 0o600
+    # The model code's output reaches the build's stdout, from a child of the server.
+    assert first.stdout.count("lib.model imported (version 1") == 2
+
+    # A no-op neither contacts nor starts anything.
+    noop = _ok(doit(ws, "export", env={"PYTHONPROFILEIMPORTTIME": "1"}))
+    assert summary(noop) == "0 built, 0 restored, 2 up to date, 0 failed"
+    assert "export server" not in noop.stderr and "starting a" not in noop.stderr
+    modules = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+               for line in noop.stderr.splitlines() if "import time:" in line}
+    assert modules and not modules & {"tensorflow", "keras", "jax"}
+    status = server_client.request_status(server_paths(ws / ".rules_keras", "tensorflow"))
+    assert status is not None and status["jobs"] == 2
+
+    model = ws / "lib/model.py"
+    model.write_text(model.read_text().replace("VERSION = 1", "VERSION = 2"))
+    second = _ok(doit(ws, "export"))
+    assert f"using the warm tensorflow export server (pid {pid})" in second.stderr
+    assert "starting a tensorflow worker" not in second.stderr
+    assert built_labels(second) == {"//p1:e", "//p2:e"}
+    # Each export imported the edited module from disk, not a copy the server kept.
+    assert second.stdout.count("lib.model imported (version 2") == 2
+    assert "version 1" not in second.stdout
+    assert _pid(ws) == pid
+
+
+def test_an_idle_server_exits_and_removes_its_socket(ws: Path) -> None:
+    _ok(doit(ws, "export", env={"RULES_KERAS_SERVER_IDLE_TIMEOUT": "2"}))
+    pid = _pid(ws)
+    _wait(lambda: not _alive(pid), 60, "the idle server to exit")
+    folder = ws / ".rules_keras/server"
+    assert not (folder / "tensorflow.sock").exists()
+    assert not (folder / "tensorflow.json").exists()
+    assert "exiting: idle for 2s" in (folder / "tensorflow.log").read_text()
+
+
+def test_a_toolchain_change_restarts_the_server(ws: Path) -> None:
+    _ok(doit(ws, "export"))
+    old = _pid(ws)
+    changed = _ok(doit(ws, "export", env={"TF_ENABLE_ONEDNN_OPTS": "0"}))
+    # The variable enters the action key too: both targets rebuild, and say why.
+    assert built_labels(changed) == {"//p1:e", "//p2:e"}
+    assert "TF_ENABLE_ONEDNN_OPTS: None -> 0" in changed.stdout
+    assert "restarted the tensorflow export server" in changed.stderr
+    assert "because the toolchain changed" in changed.stderr
+    new = _pid(ws)
+    assert new != old and not _alive(old)
+
+
+def test_a_server_refuses_a_job_from_another_toolchain_and_retires(ws: Path) -> None:
+    _ok(doit(ws, "export"))
+    pid = _pid(ws)
+    paths = server_paths(ws / ".rules_keras", "tensorflow")
+    job = Job("//p1:e", "keras_export", "tensorflow", "lib.model:small", None,
+              str(ws / "unused"), {})
+    with pytest.raises(server_client.ServerRefused, match="toolchain"):
+        server_client.run(paths, ws, "0" * 64, 60.0, job, dict(os.environ))
+    _wait(lambda: not _alive(pid), 30, "the refusing server to retire")
+    assert not paths.socket.exists()
+
+
+def test_kill_9_between_builds_leaves_a_stale_socket_that_the_next_build_replaces(
+    ws: Path,
+) -> None:
+    _ok(doit(ws, "export"))
+    old = _pid(ws)
+    os.kill(old, signal.SIGKILL)
+    _wait(lambda: not _alive(old), 30, "the killed server to die")
+    assert (ws / ".rules_keras/server/tensorflow.sock").exists()
+
+    model = ws / "lib/model.py"
+    model.write_text(model.read_text() + "\n# edited\n")
+    result = _ok(doit(ws, "export"))
+    assert "started the tensorflow export server" in result.stderr
+    assert "warning" not in result.stderr and "starting a tensorflow worker" not in result.stderr
+    assert built_labels(result) == {"//p1:e", "//p2:e"}
+    assert _pid(ws) != old and _alive(_pid(ws))
+
+
+def test_kill_9_of_the_server_during_a_build_retries_on_a_worker_and_succeeds(
+    ws: Path,
+) -> None:
+    _ok(doit(ws, "export"))
+    server = _pid(ws)
+    proc, child = _start_blocked_build(ws)
+    assert f"PPid:\t{server}\n" in Path(f"/proc/{child}/status").read_text()
+    os.kill(server, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "export server failed (it closed the connection while building //block:e" in err
+    assert "starting a tensorflow worker" in err
+    assert built_labels(subprocess.CompletedProcess([], 0, out, err)) == {"//block:e"}
+    assert (ws / "artifacts/block/e/saved_model.pb").is_file()
+    _wait(lambda: not _alive(child), 10, "the orphaned export to die with its server")
+
+
+def test_killing_a_build_kills_its_export_but_not_the_server(ws: Path) -> None:
+    _ok(doit(ws, "export"))
+    server = _pid(ws)
+    proc, child = _start_blocked_build(ws)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    _wait(lambda: not _alive(child), 10, "the server to kill the abandoned export")
+    assert _alive(server)
+    log = (ws / ".rules_keras/server/tensorflow.log").read_text()
+    assert f"client of //block:e disconnected; killing pid {child}" in log
+    # The second attempt of the factory does not block: the same server builds it.
+    again = _ok(doit(ws, "//block:e"))
+    assert f"using the warm tensorflow export server (pid {server})" in again.stderr
+    assert built_labels(again) == {"//block:e"}
+
+
+def test_two_concurrent_builds_start_one_server_and_share_it(ws: Path) -> None:
+    procs = [_spawn(ws, "//p1:e"), _spawn(ws, "//p2:e")]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out + err
+    errs = "".join(err for _, err in outputs)
+    assert errs.count("started the tensorflow export server") == 1, errs
+    assert errs.count("using the warm tensorflow export server") == 1, errs
+    assert "starting a tensorflow worker" not in errs
+    log = (ws / ".rules_keras/server/tensorflow.log").read_text()
+    assert "//p1:e: ok" in log and "//p2:e: ok" in log
+
+
+def test_a_server_that_cannot_start_falls_back_to_per_build_workers(ws: Path) -> None:
+    state = ws / ".rules_keras"
+    state.mkdir()
+    (state / "server").write_text("not a folder\n")
+    result = _ok(doit(ws, "export"))
+    assert "the tensorflow export server is unavailable" in result.stderr
+    assert "building with per-build workers" in result.stderr
+    assert "starting a tensorflow worker" in result.stderr
+    assert summary(result) == "2 built, 0 restored, 0 up to date, 0 failed"
+
+
+@pytest.mark.parametrize("how", ["env", "pyproject"])
+def test_opting_out_never_starts_a_server(ws: Path, how: str) -> None:
+    env = {"RULES_KERAS_SERVER": "0"} if how == "env" else {}
+    if how == "pyproject":
+        (ws / "pyproject.toml").write_text("[tool.rules_keras]\nserver = false\n")
+    result = _ok(doit(ws, "export", env=env))
+    assert "export server" not in result.stderr
+    assert "starting a tensorflow worker" in result.stderr
+    assert not (ws / ".rules_keras/server").exists()
+    status = _ok(doit(ws, "server_status", env=env))
+    assert "the export server is off" in status.stdout
+
+
+def test_server_status_and_server_stop_tasks(ws: Path) -> None:
+    before = _ok(doit(ws, "server_status"))
+    assert "no export server has run in this workspace" in before.stdout
+    _ok(doit(ws, "export"))
+    pid = _pid(ws)
+    status = _ok(doit(ws, "server_status"))
+    assert f"tensorflow: running, pid {pid}" in status.stdout
+    assert "1 jobs served" not in status.stdout and "2 jobs served" in status.stdout
+    assert "toolchain: matches this environment" in status.stdout
+    assert "jax: not running" in status.stdout
+    assert " built, " not in status.stdout
+    stop = _ok(doit(ws, "server_stop"))
+    assert f"stopped the tensorflow export server (pid {pid})" in stop.stdout
+    assert not _alive(pid)
+    assert not (ws / ".rules_keras/server/tensorflow.sock").exists()
+    after = _ok(doit(ws, "server_status"))
+    assert "tensorflow: not running" in after.stdout
+    again = _ok(doit(ws, "server_stop"))
+    assert "no export server is running" in again.stdout
