@@ -1,17 +1,31 @@
-"""The export server's child: a fork of the warm server that becomes a worker for one job."""
+"""The export server's child: a fork of the warm server that becomes a worker for one job.
+
+A spare child first runs a warm-up export of a built-in model, then waits
+for its job. The warm-up initialises TensorFlow's runtime (and JAX's XLA
+client) and fills Keras's tracing caches; it loads no user code, and
+run_job's clear_session() resets Keras's naming before the real job, so the
+job's layer names (and checkpoint keys) are those of a fresh worker. Only
+the runtime reads its environment during the warm-up, before the caller's
+is applied; the variables that change numerics are in the fingerprint.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import shutil
 import signal
+import socket
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rules.execution.protocol import Job
+from rules.execution.server_protocol import MAX_MESSAGE
 
 _PR_SET_PDEATHSIG = 1
 
@@ -59,6 +73,61 @@ def run_child(
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def run_spare(channel: socket.socket, server: int, backend: str, folder: Path) -> NoReturn:
+    """Warm up, say "ready" on `channel`, then run the one job the server sends on it."""
+    try:
+        _die_with(server)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        channel.settimeout(None)
+        warm_up(folder, backend)
+        channel.sendall(b"ready\n")
+        request, fds = _receive(channel)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    if request is None:
+        os._exit(0)
+    run_child(request, fds, channel.fileno(), server, backend)
+
+
+def warm_up(folder: Path, backend: str) -> None:
+    """Export, reload and check warmup_model() exactly as a keras_export job would."""
+    from rules.execution.worker import run_job
+
+    out = folder / f".warm-up-{os.getpid()}"
+    options = {"format": "tf_saved_model", "endpoints": [], "variable_collections": [],
+               "track": [], "tolerance": 1e-4, "jax2tf_kwargs": None, "format_options": {}}
+    try:
+        result = run_job(Job("(warm-up)", "keras_export", backend,
+                             "rules.execution.server_child:warmup_model", None, str(out), options))
+        if not result.ok:
+            print(f"warm-up failed: {result.message}", flush=True)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def warmup_model() -> Any:
+    """The warm-up's model: small, and built from layers most models use."""
+    import keras
+
+    inputs = keras.Input((8,), name="features")
+    hidden = keras.layers.Dense(4, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2)(hidden))
+
+
+def _receive(channel: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """One request line and the descriptors sent with it; (None, []) if the server hung up."""
+    buffer, fds = b"", []
+    while b"\n" not in buffer and len(buffer) < MAX_MESSAGE:
+        data, received, _, _ = socket.recv_fds(channel, 1 << 16, 2)
+        fds.extend(received)
+        if not data:
+            return None, []
+        buffer += data
+    request: dict[str, Any] = json.loads(buffer.partition(b"\n")[0])
+    return request, fds
 
 
 def describe(status: int) -> str:
