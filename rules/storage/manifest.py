@@ -74,7 +74,8 @@ def read(artifact: Path) -> Manifest | None:
 
 
 def write(artifact: Path, manifest: Manifest) -> None:
-    write_json(manifest_path(artifact), manifest.to_json())
+    # Not fsynced: see publish(); a lost or stale manifest only means a rebuild.
+    write_json(manifest_path(artifact), manifest.to_json(), durable=False)
 
 
 def intact(artifact: Path, manifest: Manifest, digests: DigestCache) -> bool:
