@@ -11,7 +11,8 @@ Scenarios, all in one run on one generated workspace:
 - no-op build: `doit export` with everything up to date; also checked to import
   no TensorFlow, Keras or JAX (PYTHONPROFILEIMPORTTIME, inherited by any worker)
   and to leave no export server running.
-- one-change rebuild: one model's weights file replaced; must say "1 built".
+- one-change rebuild: one value in one model's weights file changed (new content
+  every run, so the shared cache cannot restore it); must say "1 built".
   With the export server on (the default) it is timed twice: with no server
   running (each run pays the TensorFlow import) and with the server warm.
 - naive baseline: one fresh `python -c` per model that imports Keras, builds the
@@ -33,6 +34,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,7 +51,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workspace_gen import (
     BenchModel,
     generate,
-    spare_weights,
     subprocess_env,
 )
 
@@ -99,6 +100,7 @@ class Results:
     cold: dict[str, Series] = field(default_factory=dict)
     noop_first: float = 0.0
     noop: Series = field(default_factory=Series)
+    noop_cpu: Series = field(default_factory=Series)
     noop_heavy_imports: list[str] = field(default_factory=list)
     noop_started_worker: bool = False
     server: str = "on"
@@ -134,6 +136,29 @@ def _run(
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     return time.perf_counter() - started, proc
+
+
+def _perturb_weights(path: Path, step: int) -> None:
+    """Change one value in a .weights.h5 file in place (h5py only: no backend import)."""
+    import h5py
+
+    datasets: list[h5py.Dataset] = []
+    with h5py.File(path, "r+") as handle:
+        handle.visititems(
+            lambda _, obj: datasets.append(obj)
+            if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" and obj.size
+            else None
+        )
+        if not datasets:
+            raise BenchError(f"{path} holds no float dataset to change")
+        values = datasets[0][...]
+        values.flat[0] += 1e-3 * step
+        datasets[0][...] = values
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _counts(proc: subprocess.CompletedProcess[str]) -> tuple[int, int, int, int]:
@@ -173,27 +198,37 @@ class Bench:
         self.changed_index = n // 2
         self.doit = _doit()
         self._cache_count = 0
-        self._flips = 0
+        self._changes = 0
         self.models: list[BenchModel] = []
 
     def setup(self) -> None:
         started = time.perf_counter()
-        self.models = generate(self.root, self.n, self.spare, (self.changed_index,))
-        changed = self.models[self.changed_index]
-        shutil.copyfile(changed.weights, self.spare / f"m{changed.index:03d}.orig.weights.h5")
+        self.models = generate(self.root, self.n, self.spare)
         _log(f"generated {self.n} models in {self.root} ({time.perf_counter() - started:.1f} s)")
 
-    def env(self) -> dict[str, str]:
-        """A fresh, empty cache folder per build: once a cache is wired in, it must not
-        turn a cold build or a rebuild into a restore of what an earlier run stored."""
-        self._cache_count += 1
-        extra = {"RULES_KERAS_CACHE_DIR": str(self.caches / str(self._cache_count))}
+    def env(self, *, fresh_cache: bool = False) -> dict[str, str]:
+        """The environment of one `doit` run.
+
+        A cold build gets a new, empty cache folder, as on a new machine: once a
+        cache holds an artifact, building it again would be a restore. Every
+        other run shares one cache folder, as a developer's builds do; the cache
+        folder also holds the toolchain map, which a no-op reads.
+        """
+        if fresh_cache:
+            self._cache_count += 1
+            cache = self.caches / f"cold-{self._cache_count}"
+        else:
+            cache = self.caches / "shared"
+        extra = {"RULES_KERAS_CACHE_DIR": str(cache)}
         if self.server == "off":
             extra["RULES_KERAS_SERVER"] = "0"
         return subprocess_env(**extra)
 
-    def export(self, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
-        seconds, proc = _run([*self.doit, *args, "export"], self.root, self.env())
+    def export(
+        self, *args: str, fresh_cache: bool = False
+    ) -> tuple[float, subprocess.CompletedProcess[str]]:
+        env = self.env(fresh_cache=fresh_cache)
+        seconds, proc = _run([*self.doit, *args, "export"], self.root, env)
         self._collect_notices(proc)
         return seconds, proc
 
@@ -218,7 +253,7 @@ class Bench:
             self.stop_server()
             shutil.rmtree(self.root / "artifacts", ignore_errors=True)
             shutil.rmtree(self.root / ".rules_keras", ignore_errors=True)
-            seconds, proc = self.export("-n", str(jobs))
+            seconds, proc = self.export("-n", str(jobs), fresh_cache=True)
             _expect(proc, f"cold build -n {jobs}", self.n, 0)
             series.seconds.append(seconds)
             _log(f"cold build -n {jobs}, run {i + 1}/{runs}: {seconds:.2f} s")
@@ -236,17 +271,24 @@ class Bench:
                 found.append(float(seconds))
         return found
 
-    def noop(self, runs: int) -> tuple[float, Series]:
+    def noop(self, runs: int) -> tuple[float, Series, Series]:
+        """First no-op after the cold build, then `runs` more: wall and CPU seconds.
+
+        CPU (user + sys of the doit process) is recorded because wall time on a
+        shared 2-core machine grows with other people's load; CPU much less so.
+        """
         first, proc = self.export()
         _expect(proc, "first no-op", 0, self.n)
         _log(f"first no-op after the cold build: {first:.3f} s")
-        series = Series()
+        wall, cpu = Series(), Series()
         for i in range(runs):
+            before = _children_cpu()
             seconds, proc = self.export()
+            cpu.seconds.append(_children_cpu() - before)
             _expect(proc, "no-op", 0, self.n)
-            series.seconds.append(seconds)
-            _log(f"no-op, run {i + 1}/{runs}: {seconds:.3f} s")
-        return first, series
+            wall.seconds.append(seconds)
+            _log(f"no-op, run {i + 1}/{runs}: {seconds:.3f} s (cpu {cpu.seconds[-1]:.3f} s)")
+        return first, wall, cpu
 
     def noop_imports(self) -> tuple[list[str], bool]:
         """Heavy modules a no-op imported, and whether it started a worker or a server.
@@ -269,17 +311,13 @@ class Bench:
         return sorted(heavy), started or self.server_running()
 
     def one_change(self, runs: int, *, stop_server: bool) -> Series:
-        """Replace one weights file and rebuild; with stop_server, no server is warm."""
+        """Change one value in one weights file and rebuild; with stop_server, no server is warm."""
         changed = self.models[self.changed_index]
-        versions = [
-            spare_weights(self.spare, changed.index),
-            self.spare / f"m{changed.index:03d}.orig.weights.h5",
-        ]
         series = Series()
         for i in range(runs):
-            # Alternate, across series too, so every run really changes the content.
-            shutil.copyfile(versions[self._flips % 2], changed.weights)
-            self._flips += 1
+            # New content every run, never seen by the shared cache: a rebuild, not a restore.
+            self._changes += 1
+            _perturb_weights(changed.weights, self._changes)
             if stop_server:
                 self.stop_server()
             seconds, proc = self.export()
@@ -364,6 +402,8 @@ def report(results: Results, args: argparse.Namespace, command: str) -> str:
             f"{len(series.seconds):>5} {_fmt(naive) + mark:>10} {_ratio(naive, series.median):>11}"
         )
     lines += [
+        f"{'no-op, CPU (user+sys)':<24} {_fmt(results.noop_cpu.median):>14} "
+        f"{results.noop_cpu.spread():>13} {len(results.noop_cpu.seconds):>5}",
         f"{'first no-op after cold':<24} {_fmt(results.noop_first):>14} {'':>13} {1:>5}",
         "",
         f"naive: one fresh `python -c` per model (import keras, build, load_weights, "
@@ -494,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.cold["-n 1"] = bench.cold(1, args.cold_runs)
         results.worker_seconds = bench.worker_seconds()
         results.cold["-n 2"] = bench.cold(2, args.cold_runs)
-        results.noop_first, results.noop = bench.noop(args.runs)
+        results.noop_first, results.noop, results.noop_cpu = bench.noop(args.runs)
         results.noop_heavy_imports, results.noop_started_worker = bench.noop_imports()
         if args.server == "on":
             results.one_change_no_server = bench.one_change(args.runs, stop_server=True)
