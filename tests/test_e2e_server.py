@@ -334,3 +334,17 @@ def test_server_status_and_server_stop_tasks(ws: Path) -> None:
     assert "tensorflow: not running" in after.stdout
     again = _ok(doit(ws, "server_stop"))
     assert "no export server is running" in again.stdout
+
+
+def test_exports_and_spares_leave_nothing_in_tmpdir(ws: Path, tmp_path: Path) -> None:
+    # The children leave with os._exit (the server's exit handlers are not
+    # theirs), yet their own handlers, such as autograph's, must still run.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    _ok(doit(ws, "export", env=env))
+    paths = server_paths(ws / ".rules_keras", "tensorflow")
+    _wait(lambda: (server_client.request_status(paths) or {}).get("spare") == "ready", 60,
+          "the spare to warm up")
+    _ok(doit(ws, "server_stop", env=env))
+    assert sorted(p.name for p in tmp.iterdir()) == []

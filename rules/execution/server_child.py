@@ -11,6 +11,7 @@ is applied; the variables that change numerics are in the fingerprint.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import json
@@ -19,6 +20,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,17 +33,24 @@ _PR_SET_PDEATHSIG = 1
 
 
 def run_child(
-    request: Mapping[str, Any], fds: Sequence[int], result_fd: int, server: int, backend: str
+    request: Mapping[str, Any],
+    fds: Sequence[int],
+    result_fd: int,
+    server: int,
+    backend: str,
+    *,
+    fresh: bool = True,
 ) -> NoReturn:
     """Run the request's job with `fds` as stdout and stderr; write its result to `result_fd`.
 
-    The caller (the server, just after fork) has closed everything of its
-    own but these descriptors. Never returns: the process exits here.
+    The caller (the server just after fork, or a spare: not `fresh`) has
+    closed everything of its own but these descriptors. Never returns: the
+    process exits here, running the exit handlers the job registered.
     """
     code = 1
     try:
-        _die_with(server)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if fresh:
+            _become_child(server)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(fds[0], 1)
@@ -53,6 +62,8 @@ def run_child(
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ["KERAS_BACKEND"] = backend
+        # Computed from the server's TMPDIR if it was ever asked for.
+        tempfile.tempdir = None
         root = request["root"]
         os.chdir(root)
         sys.path.insert(0, root)
@@ -69,27 +80,23 @@ def run_child(
     except BaseException:
         traceback.print_exc()
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        _exit(code)
 
 
 def run_spare(channel: socket.socket, server: int, backend: str, folder: Path) -> NoReturn:
     """Warm up, say "ready" on `channel`, then run the one job the server sends on it."""
     try:
-        _die_with(server)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _become_child(server)
         channel.settimeout(None)
         warm_up(folder, backend)
         channel.sendall(b"ready\n")
         request, fds = _receive(channel)
     except BaseException:
         traceback.print_exc()
-        os._exit(1)
+        _exit(1)
     if request is None:
-        os._exit(0)
-    run_child(request, fds, channel.fileno(), server, backend)
+        _exit(0)
+    run_child(request, fds, channel.fileno(), server, backend, fresh=False)
 
 
 def warm_up(folder: Path, backend: str) -> None:
@@ -144,6 +151,29 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _become_child(server: int) -> None:
+    """Drop what belongs to the server: its SIGTERM handler and its exit handlers."""
+    _die_with(server)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The server's exit handlers are for the server; the child's own (such
+    # as autograph removing its generated files from /tmp) run in _exit.
+    clear = getattr(atexit, "_clear", None)
+    if clear is not None:
+        clear()
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit without the server's cleanup (os._exit), but with the child's own handlers."""
+    with contextlib.suppress(BaseException):
+        run = getattr(atexit, "_run_exitfuncs", None)
+        if run is not None:
+            run()
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _die_with(parent: int) -> None:

@@ -25,6 +25,8 @@ from rules.execution.server_child import describe, run_child, run_spare
 from rules.execution.server_protocol import MAX_MESSAGE, ServerPaths, encode, send
 
 TICK = 0.5
+# A spare told to exit may still be in its warm-up; it gets this long.
+SPARE_EXIT_TIMEOUT = 30.0
 
 
 @dataclass(eq=False)
@@ -73,6 +75,7 @@ class Server:
         self.accepting = True
         self.exit_reason = ""
         self.signalled = False
+        self.stopped = 0.0
         self.threads = _thread_count()
         self.inode = _inode(paths.socket)
         self.selector = selectors.DefaultSelector()
@@ -107,6 +110,9 @@ class Server:
         if self.signalled:
             self.stop("SIGTERM", kill=True)
         if not self.accepting:
+            if self.spare is not None and time.monotonic() - self.stopped > SPARE_EXIT_TIMEOUT:
+                with contextlib.suppress(OSError):
+                    os.kill(self.spare.pid, signal.SIGKILL)
             return
         if _inode(self.paths.socket) != self.inode:
             self.stop("the socket was removed or replaced", kill=False)
@@ -135,9 +141,12 @@ class Server:
             # Free the name at once, so that a client can start a successor
             # while this process still finishes its running jobs.
             self._remove_files()
+            self.stopped = time.monotonic()
             if self.spare is not None:
+                # End of input tells it to exit, running its own exit handlers
+                # (autograph's files in /tmp); SIGKILL would leave those.
                 with contextlib.suppress(OSError):
-                    os.kill(self.spare.pid, signal.SIGKILL)
+                    self.spare.channel.shutdown(socket.SHUT_WR)
         if kill:
             for child in self.children.values():
                 with contextlib.suppress(OSError):
