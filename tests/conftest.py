@@ -63,7 +63,7 @@ def stop_servers(under: Path) -> list[int]:
     from rules.execution.server_protocol import BACKENDS, server_paths
 
     stopped = []
-    for folder in under.glob("**/.rules_keras/server"):
+    for folder in under.glob("**/.rules_keras/server/"):
         for backend in BACKENDS:
             pid = server_client.stop(server_paths(folder.parent, backend, create=False))
             if pid is not None:

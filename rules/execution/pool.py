@@ -148,13 +148,11 @@ class WorkerPool:
             try:
                 return server_client.run(paths, self._root, fp, self._server.idle_timeout, job,
                                          worker_env(backend))
-            except server_client.ServerRefused as err:
-                # Another build (a new toolchain) replaced it, or it retired
-                # itself: start one of ours once, then stop trying.
-                self._give_up(backend, f"it refused a job ({err})" if attempt else "")
-            except server_client.ServerUnavailable as err:
-                self._give_up(backend, str(err))
-                return None
+            except (server_client.ServerRefused, server_client.ServerUnavailable) as err:
+                # Nothing ran. Another build (a new toolchain) replaced it, it
+                # retired, or it timed out idle during a long build: start
+                # one of ours once, then stop trying.
+                self._give_up(backend, f"it did not take a job: {err}" if attempt else "")
             except server_client.ServerLost as err:
                 # Its export process may still be writing into job.out: make
                 # sure it is gone before a worker starts over in the same place.

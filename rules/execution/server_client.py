@@ -156,7 +156,7 @@ def ensure_running(paths: ServerPaths, root: Path, fingerprint: str, idle_timeou
             if status is not None:
                 if status.get("fingerprint") == fingerprint:
                     return "warm", int(status["pid"])
-                stop(paths)
+                _stop(paths)
                 how = "restarted"
             else:
                 clean_stale(paths)
@@ -231,6 +231,18 @@ def clean_stale(paths: ServerPaths) -> str:
 
 def stop(paths: ServerPaths) -> int | None:
     """Stop the server if one runs; returns its pid. Running jobs end; their builds fall back."""
+    if not paths.folder.is_dir():
+        return None
+    try:
+        with FileLock(str(paths.lock), timeout=START_TIMEOUT):
+            return _stop(paths)
+    except (FileLockTimeout, OSError):
+        # A build is stuck starting one (or the lock is out of reach): stop
+        # what runs, without cleaning up after it.
+        return _stop(paths, clean=False)
+
+
+def _stop(paths: ServerPaths, *, clean: bool = True) -> int | None:
     info = read_info(paths)
     pid: int | None = None
     try:
@@ -244,17 +256,20 @@ def stop(paths: ServerPaths) -> int | None:
     if pid is None and info is not None and isinstance(info.get("pid"), int):
         pid = info["pid"]
         if not (_alive(pid) and _is_server(pid)):
-            clean_stale(paths)
+            if clean:
+                clean_stale(paths)
             return None
     if pid is None:
         return None
     if not _wait_gone(pid, STOP_TIMEOUT):
         _kill(pid)
-    clean_stale(paths)
+    if clean:
+        clean_stale(paths)
     return pid
 
 
 def status(paths: ServerPaths) -> ServerState:
+    """Ask the server; with no answer, clean up after a dead one unless a build is starting one."""
     reply = request_status(paths, timeout=10.0)
     if reply is not None:
         return ServerState(paths.backend, True, int(reply["pid"]), reply)
@@ -262,7 +277,12 @@ def status(paths: ServerPaths) -> ServerState:
     pid = info.get("pid") if info else None
     if isinstance(pid, int) and _alive(pid) and _is_server(pid):
         return ServerState(paths.backend, True, pid, None, "starting or busy: no reply yet")
-    return ServerState(paths.backend, False, None, None, clean_stale(paths))
+    try:
+        with FileLock(str(paths.lock), timeout=0):
+            note = clean_stale(paths)
+    except FileLockTimeout:
+        return ServerState(paths.backend, False, None, None, "a build is starting it")
+    return ServerState(paths.backend, False, None, None, note)
 
 
 def kill_export(pid: int | None) -> None:
