@@ -164,8 +164,12 @@ def _children_cpu() -> float:
 def _counts(proc: subprocess.CompletedProcess[str]) -> tuple[int, int, int, int]:
     found = SUMMARY.findall(proc.stdout)
     if proc.returncode != 0 or not found:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-        raise BenchError(f"`doit export` exited {proc.returncode}; last lines:\n{tail}")
+        out = "\n".join(proc.stdout.splitlines()[-8:])
+        err = "\n".join(proc.stderr.splitlines()[-30:])
+        raise BenchError(
+            f"`doit export` exited {proc.returncode}; its last output:\n{out}\n"
+            f"and its last errors:\n{err}"
+        )
     built, restored, uptodate, failed = (int(x) for x in found[-1])
     return built, restored, uptodate, failed
 
@@ -219,7 +223,8 @@ class Bench:
             cache = self.caches / f"cold-{self._cache_count}"
         else:
             cache = self.caches / "shared"
-        extra = {"RULES_KERAS_CACHE_DIR": str(cache)}
+        # A crash (one cold -n 2 build died of SIGSEGV) then leaves a Python traceback.
+        extra = {"RULES_KERAS_CACHE_DIR": str(cache), "PYTHONFAULTHANDLER": "1"}
         if self.server == "off":
             extra["RULES_KERAS_SERVER"] = "0"
         return subprocess_env(**extra)
