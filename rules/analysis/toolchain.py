@@ -100,9 +100,16 @@ def _dist_version(names: tuple[str, ...]) -> str | None:
 
 
 def _site_fingerprint() -> list[list[object]]:
-    """Installing or removing a distribution touches its site-packages folder's mtime."""
+    """Installing or removing a distribution touches its site-packages folder's mtime.
+
+    Only folders that hold installed distributions count: sys.path also holds
+    the workspace itself (doit puts the dodo.py folder first), whose mtime
+    changes whenever artifacts/ or .rules_keras/ is created.
+    """
     stamps: list[list[object]] = []
     for entry in sys.path:
+        if not entry.endswith(("site-packages", "dist-packages", ".egg", ".zip")):
+            continue
         try:
             stamps.append([entry, os.stat(entry or ".").st_mtime_ns])
         except OSError:

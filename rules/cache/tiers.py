@@ -10,12 +10,14 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rules.cache.local import LocalCache
 from rules.cache.records import ActionResult, CacheError
-from rules.cache.remote import RemoteCache
 from rules.cache.remote_config import RemoteConfig, RemoteError
+
+if TYPE_CHECKING:
+    from rules.cache.remote import RemoteCache
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,12 @@ class TieredCache:
         warn: Callable[[str], None],
     ) -> None:
         self.local = local
-        self.remote = RemoteCache(remote) if remote is not None else None
+        self.remote: RemoteCache | None = None
+        if remote is not None:
+            # http.client and ssl cost a no-op build 30 ms; only load them when used.
+            from rules.cache.remote import RemoteCache
+
+            self.remote = RemoteCache(remote)
         self._warn = warn
         self._warned: set[str] = set()
         self._lock = threading.Lock()

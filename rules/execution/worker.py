@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -64,6 +65,9 @@ def main(argv: list[str]) -> int:
         for _ in sys.stdin.buffer:
             results.write(failure.to_line())
         return 0
+    # clear_session() runs a full collection before every job; without this it
+    # walks the ~350k objects the TensorFlow import left, 0.17 s per export.
+    gc.freeze()
     for line in sys.stdin.buffer:
         if line.strip():
             results.write(run_job(Job.from_line(line)).to_line())
