@@ -354,4 +354,8 @@ class BuildSession:
         print(f"rules_keras: starting a {backend} worker", file=sys.stderr, flush=True)
 
     def _log(self, label: Label, message: str) -> None:
-        print(f"  {label}: {message}", flush=True)
+        # file=sys.stdout, not print's default: under `doit -n` another thread
+        # swaps sys.stdout for each action, and CPython 3.11's print() holds
+        # only a borrowed reference to it, so it could write through a freed
+        # stream (SIGSEGV). The argument keeps this one alive for the call.
+        print(f"  {label}: {message}", file=sys.stdout, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ class Workspace:
             )
         except RulesError as err:
             return TaskFailed(f"server_status: {err}")
-        print("\n".join(lines))
+        print("\n".join(lines), file=sys.stdout)
         return None
 
     def _server_stop(self) -> TaskFailed | None:
@@ -188,7 +189,7 @@ class Workspace:
             lines = server_control.stop_lines(self.root / STATE_DIR)
         except RulesError as err:
             return TaskFailed(f"server_stop: {err}")
-        print("\n".join(lines))
+        print("\n".join(lines), file=sys.stdout)
         return None
 
 
