@@ -12,10 +12,10 @@ Scenarios, all in one run on one workspace made by bench/workspace_gen.py:
 - cold build, server started by the build: the same, with the server on and
   none running (the first build in a fresh clone); -n 1 and -n 2.
 - cold build, server already warm: artifacts and cache gone, server running; -n 2.
-- one-change rebuild, server warm: one model's weights replaced (alternating
-  between two contents, a fresh cache each run so nothing is restored); the
-  server has finished warming its spare child before each run, as it has by
-  the time a user has edited a file. Must say "1 built".
+- one-change rebuild, server warm: one value in one model's weights file
+  changed in place (new content each run, so the shared cache cannot restore
+  it); the server has finished warming its spare child before each run, as it
+  has by the time a user has edited a file. Must say "1 built".
 - one-change rebuild, server off: the same with RULES_KERAS_SERVER=0.
 
 Also checked: a no-op build does not contact the server (its job count stays).
@@ -42,8 +42,16 @@ from pathlib import Path
 # bench/ holds scripts, not a package: import the generator and bench_build by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_build import Bench, BenchError, Series, _counts, _revision, _run, _version
-from workspace_gen import spare_weights
+from bench_build import (
+    Bench,
+    BenchError,
+    Series,
+    _counts,
+    _perturb_weights,
+    _revision,
+    _run,
+    _version,
+)
 
 from rules.execution import server_client
 from rules.execution.server_protocol import server_paths
@@ -75,13 +83,17 @@ class Results:
 class ServerBench(Bench):
     """bench_build's workspace and baseline, with the server switched per scenario."""
 
-    def server_env(self, server: bool) -> dict[str, str]:
-        env = self.env()
+    def server_env(self, server: bool, fresh_cache: bool) -> dict[str, str]:
+        """bench_build's environment (a new cache folder for cold builds, else a shared
+        one), with the server on or off."""
+        env = self.env(fresh_cache=fresh_cache)
         env["RULES_KERAS_SERVER"] = "1" if server else "0"
         return env
 
-    def build(self, jobs: int, server: bool) -> tuple[float, subprocess.CompletedProcess[str]]:
-        return _run([*self.doit, "-n", str(jobs), "export"], self.root, self.server_env(server))
+    def build(self, jobs: int, server: bool, *, fresh_cache: bool = False
+              ) -> tuple[float, subprocess.CompletedProcess[str]]:
+        env = self.server_env(server, fresh_cache)
+        return _run([*self.doit, "-n", str(jobs), "export"], self.root, env)
 
     def server_status(self) -> dict[str, object] | None:
         return server_client.request_status(server_paths(self.root / ".rules_keras",
@@ -115,7 +127,7 @@ class ServerBench(Bench):
             self.clear(keep_server=warm)
             if warm and self.server_status() is None:
                 raise BenchError("the server is not running before a warm cold build")
-            seconds, proc = self.build(jobs, server)
+            seconds, proc = self.build(jobs, server, fresh_cache=True)
             _check(proc, name, self.n, 0)
             started = "started the tensorflow export server" in proc.stderr
             if server and started == warm:
@@ -126,11 +138,10 @@ class ServerBench(Bench):
 
     def rebuilds(self, runs: int, server: bool) -> tuple[Series, list[float]]:
         changed = self.models[self.changed_index]
-        versions = [spare_weights(self.spare, changed.index),
-                    self.spare / f"m{changed.index:03d}.orig.weights.h5"]
         series, exports = Series(), []
         for i in range(runs):
-            shutil.copyfile(versions[i % 2], changed.weights)
+            self._changes += 1
+            _perturb_weights(changed.weights, self._changes)
             if server:
                 self.wait_for_spare()
             seconds, proc = self.build(1, server)
@@ -141,7 +152,6 @@ class ServerBench(Bench):
             exports.append(self._record_seconds(changed.label))
             what = "server warm" if server else "server off"
             _log(f"one-change rebuild, {what}, run {i + 1}/{runs}: {seconds:.3f} s")
-        shutil.copyfile(versions[1], changed.weights)
         return series, exports
 
     def noop_contacts_server(self) -> bool:
