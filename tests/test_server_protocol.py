@@ -13,6 +13,7 @@ import pytest
 
 from rules.execution import server_client
 from rules.execution.server_protocol import (
+    RUNTIME_ENV,
     LineReader,
     ServerFolderError,
     fingerprint,
@@ -51,7 +52,8 @@ def test_a_server_folder_that_is_not_a_folder_is_an_error(tmp_path: Path) -> Non
 def test_the_fingerprint_follows_backend_toolchain_and_pythonpath(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("PYTHONPATH", raising=False)
+    for name in ("PYTHONPATH", *RUNTIME_ENV):
+        monkeypatch.delenv(name, raising=False)
     base = fingerprint("tensorflow", TOOLCHAIN)
     assert base == fingerprint("tensorflow", dict(TOOLCHAIN))
     assert len(base) == 64 and base == base.lower()
@@ -59,7 +61,10 @@ def test_the_fingerprint_follows_backend_toolchain_and_pythonpath(
     assert fingerprint("tensorflow", {**TOOLCHAIN, "keras": "keras==3.16.0"}) != base
     assert fingerprint("tensorflow", {**TOOLCHAIN, "TF_ENABLE_ONEDNN_OPTS": "0"}) != base
     monkeypatch.setenv("PYTHONPATH", "/somewhere")
-    assert fingerprint("tensorflow", TOOLCHAIN) != base
+    with_path = fingerprint("tensorflow", TOOLCHAIN)
+    assert with_path != base
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert fingerprint("tensorflow", TOOLCHAIN) != with_path
 
 
 def test_a_socket_path_too_long_for_sun_path_still_binds_and_connects(tmp_path: Path) -> None:

@@ -24,6 +24,16 @@ BACKENDS = ("tensorflow", "jax")
 MAX_MESSAGE = 16 << 20
 # sockaddr_un.sun_path holds 108 bytes on Linux, 104 on macOS.
 _MAX_SOCKET_PATH = 100
+# Read by the runtime when it starts, which a spare child does before its job
+# arrives (with the server's environment): a change must restart the server.
+# They do not change results, so unlike NUMERICS_ENV they stay out of action keys.
+RUNTIME_ENV = (
+    "CUDA_VISIBLE_DEVICES",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "OMP_NUM_THREADS",
+    "JAX_PLATFORMS",
+)
 
 
 class ServerFolderError(RulesError):
@@ -84,7 +94,7 @@ def fingerprint(backend: str, toolchain: Mapping[str, object]) -> str:
     `toolchain` is the action key's toolchain section (versions and the
     numerics environment). The interpreter, PYTHONPATH and the rules source
     are added because the server imported them once and would otherwise run
-    jobs with a stale copy.
+    jobs with a stale copy; RUNTIME_ENV because a spare reads it early.
     """
     return sha256_json(
         {
@@ -92,6 +102,7 @@ def fingerprint(backend: str, toolchain: Mapping[str, object]) -> str:
             "toolchain": dict(toolchain),
             "executable": sys.executable,
             "pythonpath": os.environ.get("PYTHONPATH", ""),
+            "runtime_env": {k: os.environ[k] for k in RUNTIME_ENV if k in os.environ},
             "rules_keras": rules.__version__,
             "rules_source": _source_stamp(),
         }
