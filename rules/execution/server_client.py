@@ -109,11 +109,20 @@ def run(paths: ServerPaths, root: Path, fingerprint: str, idle_timeout: float, j
     with sock:
         request = {"op": "run", "fingerprint": fingerprint, "idle_timeout": idle_timeout,
                    "root": str(root), "env": env, "job": _job_json(job)}
+        reader = LineReader(sock)
         try:
             send(sock, request, fds=(1, 2))
         except OSError as err:
+            # A server that refuses (another toolchain) answers on reading the
+            # message's head and closes, which can break our write of the rest
+            # (a large env): its refusal is still waiting in our receive buffer.
+            try:
+                early = reader.read()
+            except (OSError, ValueError):
+                early = None
+            if early is not None and early.get("type") == "refused":
+                raise ServerRefused(str(early.get("reason"))) from err
             raise ServerUnavailable(f"cannot send the job: {err}") from err
-        reader = LineReader(sock)
         while True:
             try:
                 reply = reader.read()
