@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rules.execution import server_client
+from rules.execution.pool import WORKERS_AFTER
 from rules.execution.protocol import Job
 from rules.execution.server_protocol import server_paths
 from tests.conftest import built_labels, doit, new_workspace, stop_servers, summary, write_tree
@@ -348,3 +349,27 @@ def test_exports_and_spares_leave_nothing_in_tmpdir(ws: Path, tmp_path: Path) ->
           "the spare to warm up")
     _ok(doit(ws, "server_stop", env=env))
     assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+def test_a_big_build_hands_over_to_per_build_workers(ws: Path) -> None:
+    # A forked child pays the runtime's first use on every export; past
+    # WORKERS_AFTER jobs, per-build workers (warmed in the background) are cheaper.
+    # And a busy server makes no spare: its warm-up would compete with the jobs.
+    extra = WORKERS_AFTER + 8
+    for i in range(extra):
+        write_tree(ws, {f"q{i:02d}/BUILD.py": HEADER + (
+            'keras_model(name="m", factory="lib.model:small", weights="small.weights.h5")\n'
+            'keras_export(name="e", model=":m")\n'
+        )})
+        shutil.copy(ws / "p1/small.weights.h5", ws / f"q{i:02d}/small.weights.h5")
+    result = _ok(doit(ws, "-n", "2", "export"))
+    assert summary(result) == f"{extra + 2} built, 0 restored, 0 up to date, 0 failed"
+    assert "started the tensorflow export server" in result.stderr
+    assert "starting a tensorflow worker" in result.stderr
+    assert "warning" not in result.stderr
+    # How many jobs the worker takes depends on when its import finishes.
+    log = (ws / ".rules_keras/server/tensorflow.log").read_text()
+    assert log.count(": ok in ") >= WORKERS_AFTER, log
+    lines = log.splitlines()
+    last_job = max(i for i, line in enumerate(lines) if ": ok in " in line)
+    assert not any("spare pid" in line for line in lines[:last_job]), log

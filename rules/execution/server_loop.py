@@ -3,7 +3,8 @@
 While no job runs, the loop keeps one spare child that has run a warm-up
 export of a built-in model (rules.execution.server_child): the next job goes
 to it and skips the runtime's first-use costs, 0.15 s of a 0.4 s export here.
-Spares are only made when idle, so a busy cold build does not pay for them.
+Spares are only made after a second without jobs, so a busy build does not
+pay for them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from rules.execution.server_child import describe, run_child, run_spare
 from rules.execution.server_protocol import MAX_MESSAGE, ServerPaths, encode, send
 
 TICK = 0.5
+# Between two jobs of a busy build the loop is idle for a moment; a spare's
+# warm-up then would only compete with the next job.
+SPARE_AFTER_IDLE = 1.0
 # A spare told to exit may still be in its warm-up; it gets this long.
 SPARE_EXIT_TIMEOUT = 30.0
 
@@ -126,6 +130,7 @@ class Server:
             self.spares
             and self.spare is None
             and not self.children
+            and time.monotonic() - self.last_active > SPARE_AFTER_IDLE
             and _thread_count() <= self.threads
         ):
             self.spare = self._fork(None, None)

@@ -1,0 +1,114 @@
+"""The pool's way to the export server: reach it once per build, retry once, else fall back."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rules.execution import server_client
+from rules.execution.protocol import Job, JobResult
+from rules.execution.server_protocol import ServerPaths, fingerprint, server_paths
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to reach the workspace's export servers; None in the pool means never."""
+
+    state: Path
+    idle_timeout: float
+    # The action key's toolchain section, computed only when a job needs a server.
+    toolchain: Callable[[], Mapping[str, object]]
+
+
+class ServerRoute:
+    """One build's use of the servers: which backends' are usable, and what went wrong."""
+
+    def __init__(self, root: Path, config: ServerConfig, notice: Callable[[str], None]) -> None:
+        self._root = root
+        self._config = config
+        self._notice = notice
+        self._lock = threading.Lock()
+        # Per backend: the server's files and our fingerprint once it is known
+        # to run, or None once this build stopped using it.
+        self._servers: dict[str, tuple[ServerPaths, str] | None] = {}
+        self._backend_locks: dict[str, threading.Lock] = {}
+
+    def run(self, job: Job, env: dict[str, str]) -> JobResult | None:
+        """The job's result from the server, or None to run it on a per-build worker."""
+        backend = job.backend
+        for attempt in range(2):
+            server = self._server_for(backend, env)
+            if server is None:
+                return None
+            paths, fp = server
+            try:
+                return server_client.run(paths, self._root, fp, self._config.idle_timeout, job,
+                                         env)
+            except (server_client.ServerRefused, server_client.ServerUnavailable) as err:
+                # Nothing ran. Another build (a new toolchain) replaced it, it
+                # retired, or it timed out idle during a long build: start
+                # one of ours once, then stop trying.
+                self._give_up(backend, f"it did not take a job: {err}" if attempt else "")
+            except server_client.ServerLost as err:
+                # Its export process may still be writing into job.out: make
+                # sure it is gone before a worker starts over in the same place.
+                server_client.kill_export(err.child)
+                _discard(Path(job.out))
+                self._give_up(backend, f"{err} while building {job.label}, which is retried")
+                return None
+        return None
+
+    def _backend_lock(self, backend: str) -> threading.Lock:
+        with self._lock:
+            return self._backend_locks.setdefault(backend, threading.Lock())
+
+    def _server_for(self, backend: str, env: dict[str, str]) -> tuple[ServerPaths, str] | None:
+        with self._backend_lock(backend):
+            if backend in self._servers:
+                return self._servers[backend]
+            found: tuple[ServerPaths, str] | None = None
+            try:
+                paths = server_paths(self._config.state, backend)
+                fp = fingerprint(backend, self._config.toolchain())
+                how, pid = server_client.ensure_running(
+                    paths, self._root, fp, self._config.idle_timeout, env
+                )
+                found = (paths, fp)
+                self._notice(_started_message(backend, how, pid, self._config.idle_timeout))
+            except Exception as err:  # an optimisation: nothing about it may fail a build
+                self._notice(f"warning: the {backend} export server is unavailable ({err}); "
+                             "building with per-build workers")
+            self._servers[backend] = found
+            return found
+
+    def _give_up(self, backend: str, why: str) -> None:
+        """Stop using the server in this build; with no `why`, allow one fresh start."""
+        with self._backend_lock(backend):
+            if not why:
+                self._servers.pop(backend, None)
+                return
+            if self._servers.get(backend) is not None:
+                self._notice(f"warning: the {backend} export server failed ({why}); "
+                             "building with per-build workers")
+            self._servers[backend] = None
+
+
+def _started_message(backend: str, how: str, pid: int, idle_timeout: float) -> str:
+    if how == "warm":
+        return f"using the warm {backend} export server (pid {pid})"
+    what = "restarted" if how == "restarted" else "started"
+    reason = " because the toolchain changed" if how == "restarted" else ""
+    return (f"{what} the {backend} export server (pid {pid}){reason}; it stays warm "
+            f"for {idle_timeout:g}s between builds (`doit server_stop` stops it)")
+
+
+def _discard(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
