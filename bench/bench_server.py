@@ -53,8 +53,8 @@ from bench_build import (
     _version,
 )
 
-from rules.execution import server_client
-from rules.execution.server_protocol import server_paths
+from rules.execution.server import client as server_client
+from rules.execution.server.protocol import server_paths
 
 REBUILD_TARGET_S = 1.0
 COLD_TARGET_RATIO = 10.0

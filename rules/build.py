@@ -18,26 +18,27 @@ from typing import Any
 from rules import config
 from rules.analysis import action_key
 from rules.analysis.action_key import ActionKey, InputMissing
-from rules.analysis.digests import DigestCache
 from rules.analysis.graph import Action, BuildGraph, analyse
 from rules.analysis.imports import ImportScanner
-from rules.analysis.toolchain import INSTALL_HINT, Toolchain, detect
 from rules.cache.local import LocalCache
-from rules.cache.records import FileEntry, scan_tree
 from rules.cache.tiers import TieredCache
-from rules.errors import ExportError
+from rules.core.digests import DigestCache
+from rules.core.errors import ExportError
+from rules.core.files import FileEntry, scan_tree
+from rules.core.formats import EXPORT_FORMATS
+from rules.core.fsio import discard
+from rules.core.hashing import sha256_bytes
+from rules.core.toolchain import INSTALL_HINT, Toolchain, detect
 from rules.execution.pool import ServerConfig, WorkerPool
 from rules.execution.protocol import Job
-from rules.hashing import sha256_bytes
 from rules.loading.build_files import load_workspace
-from rules.loading.formats import EXPORT_FORMATS
 from rules.loading.labels import Label
 from rules.loading.targets import ExportTarget, TrainTarget
 from rules.locks import action_lock_path, hold, output_lock_path
 from rules.storage import manifest as manifest_io
 from rules.storage import serving
 from rules.storage.manifest import Manifest
-from rules.storage.publish import discard, publish, remove, staging_dir
+from rules.storage.publish import publish, remove, staging_dir
 
 STATE_DIR = ".rules_keras"
 

@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
-from rules.errors import RulesError
-from rules.hashing import sha256_bytes
+from rules.core.errors import RulesError
+from rules.core.hashing import sha256_bytes
 
 LOCKS_DIR = "locks"
 

@@ -13,10 +13,9 @@ from rules import reporter
 from rules.build import STATE_DIR, BuildSession
 from rules.cache.gc import collect
 from rules.cache.local import LocalCache
-from rules.cache.records import CacheError
-from rules.config import format_size, parse_size
-from rules.errors import RulesError
-from rules.execution import server_control
+from rules.core.errors import CacheError, RulesError
+from rules.core.settings import format_size, parse_size
+from rules.execution.server import control as server_control
 from rules.loading.labels import Label
 
 

@@ -59,8 +59,8 @@ def _server_folder(folder: str, names: list[str]) -> list[str]:
 
 def stop_servers(under: Path) -> list[int]:
     """Stop the export servers of every workspace below `under`; returns their pids."""
-    from rules.execution import server_client
-    from rules.execution.server_protocol import BACKENDS, server_paths
+    from rules.execution.server import client as server_client
+    from rules.execution.server.protocol import BACKENDS, server_paths
 
     stopped = []
     for folder in under.glob("**/.rules_keras/server/"):

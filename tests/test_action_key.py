@@ -17,11 +17,11 @@ from rules.analysis.action_key import (
     compute,
     explain,
 )
-from rules.analysis.digests import DigestCache
 from rules.analysis.graph import Action
 from rules.analysis.imports import ImportScanner
-from rules.analysis.toolchain import Toolchain
-from rules.hashing import sha256_json
+from rules.core.digests import DigestCache
+from rules.core.hashing import sha256_json
+from rules.core.toolchain import Toolchain
 
 TOOLCHAIN = Toolchain(
     "CPython 3.11.7",

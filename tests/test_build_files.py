@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from workspace_helpers import REPO, line_of, load, write, write_build
 
-from rules.errors import BuildFileError
+from rules.core.errors import BuildFileError
 from rules.loading.build_files import (
     Package,
     find_build_files,

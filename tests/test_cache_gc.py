@@ -12,7 +12,7 @@ import pytest
 
 from rules.cache import CacheError, LocalCache, collect
 from rules.cache.local import TMP_PREFIX
-from rules.hashing import sha256_bytes
+from rules.core.hashing import sha256_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 

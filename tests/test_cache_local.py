@@ -14,20 +14,17 @@ from pathlib import Path
 import pytest
 
 from rules.cache import (
-    ENV_CACHE_DIR,
     ActionResult,
     CacheCorrupt,
     CacheError,
     CacheMiss,
     FileEntry,
     LocalCache,
-    default_cache_dir,
-    resolve_cache_dir,
     scan_tree,
 )
 from rules.cache.local import TMP_PREFIX
 from rules.cache.reapi import ActionResultMessage, Digest, OutputFile, encode_action_result
-from rules.hashing import sha256_bytes, sha256_file
+from rules.core.hashing import sha256_bytes, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "1" * 64
@@ -297,23 +294,6 @@ def test_stats_counts_entries_blobs_and_bytes(tmp_path: Path) -> None:
     assert stats.total_bytes == sum(blobs.values()) + cache.ac_path(KEY).stat().st_size
     assert stats.tmp_files == 0
     assert stats.oldest_mtime is not None and stats.newest_mtime is not None
-
-
-def test_cache_dir_precedence_is_env_then_config_then_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    default = tmp_path / "default"
-    assert resolve_cache_dir(env_value="/e", config_value="/c", default=default) == Path("/e")
-    assert resolve_cache_dir(env_value=None, config_value="/c", default=default) == Path("/c")
-    assert resolve_cache_dir(env_value="", config_value="", default=default) == default
-    assert resolve_cache_dir(env_value="~/x", config_value=None, default=default) == (
-        Path.home() / "x"
-    )
-    monkeypatch.setenv(ENV_CACHE_DIR, str(tmp_path / "env"))
-    assert default_cache_dir("/from/config") == tmp_path / "env"
-    monkeypatch.delenv(ENV_CACHE_DIR)
-    assert default_cache_dir("/from/config") == Path("/from/config")
-    assert "rules_keras" in str(default_cache_dir())
 
 
 # Stores fresh trees under fresh keys as fast as it can until it is killed.

@@ -15,7 +15,8 @@ from rules.cache.reapi import (
     decode_action_result,
     encode_action_result,
 )
-from rules.cache.records import ActionResult, FileEntry, InvalidEntry
+from rules.cache.records import ActionResult
+from rules.core.files import FileEntry, InvalidEntry
 
 HASH_A = "ab" * 32
 HASH_B = "0123456789abcdef" * 4

@@ -1,4 +1,4 @@
-"""Tests for rules.analysis.digests: the stat-keyed sha256 cache."""
+"""Tests for rules.core.digests: the stat-keyed sha256 cache."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from workspace_helpers import OLD, age, write
 
-import rules.analysis.digests as digests_module
-from rules.analysis.digests import RACY_SECONDS, DigestCache
+import rules.core.digests as digests_module
+from rules.core.digests import RACY_SECONDS, DigestCache
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from rules.execution import server_client
+from rules.core.fsio import pid_alive
 from rules.execution.pool import WORKERS_AFTER
 from rules.execution.protocol import Job
-from rules.execution.server_protocol import server_paths
+from rules.execution.server import client as server_client
+from rules.execution.server.protocol import server_paths
 from tests.conftest import built_labels, doit, new_workspace, stop_servers, summary, write_tree
 
 pytestmark = pytest.mark.e2e
@@ -115,7 +116,7 @@ def _pid(ws: Path) -> int:
 
 
 def _alive(pid: int) -> bool:
-    return server_client._alive(pid)
+    return pid_alive(pid)
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -59,7 +59,7 @@ def test_check_call_feeds_the_seed_0_sample_and_compares() -> None:
 
 
 def test_require_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rules.loading import formats
+    from rules.core import formats
 
     fake = formats.ExportFormat(
         name="onnx", backends=("tensorflow",), suffix=".onnx",

@@ -1,4 +1,4 @@
-"""Tests for rules.hashing: canonical JSON and sha256 helpers."""
+"""Tests for rules.core.hashing: canonical JSON and sha256 helpers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from rules.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
+from rules.core.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
 
 
 def test_canonical_json_sorts_keys_and_drops_whitespace() -> None:

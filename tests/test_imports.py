@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from workspace_helpers import write
 
-from rules.analysis.digests import DigestCache
 from rules.analysis.imports import ImportScanner
-from rules.hashing import sha256_file
+from rules.core.digests import DigestCache
+from rules.core.hashing import sha256_file
 
 
 def _scanner(root: Path) -> ImportScanner:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from workspace_helpers import OLD, age, write
 
-from rules.analysis.digests import DigestCache
-from rules.cache.records import scan_tree
+from rules.core.digests import DigestCache
+from rules.core.files import scan_tree
 from rules.storage import manifest as manifest_io
 from rules.storage.manifest import Manifest, intact, manifest_path
 

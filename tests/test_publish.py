@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from workspace_helpers import write
 
-from rules.cache.records import scan_tree
+from rules.core.files import scan_tree
+from rules.core.fsio import TempName, discard, parse_temp
 from rules.storage import manifest as manifest_io
 from rules.storage import publish as publish_module
 from rules.storage.manifest import Manifest
-from rules.storage.publish import discard, publish, remove, staging_dir
+from rules.storage.publish import publish, remove, staging_dir
 
 
 def _manifest(staged: Path, key: str = "a" * 64) -> Manifest:
@@ -64,7 +66,7 @@ def test_staging_dir_is_a_fresh_hidden_sibling(tmp_path: Path) -> None:
     folder = staging_dir(dest)
     assert folder.is_dir() and list(folder.iterdir()) == []
     assert folder.parent == dest.parent
-    assert folder.name.startswith(".serve.staging-")
+    assert parse_temp(folder.name) == TempName("staging", os.getpid(), "serve")
     assert staging_dir(dest) != folder
 
 

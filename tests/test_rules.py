@@ -9,9 +9,9 @@ import pytest
 from workspace_helpers import load, write_build
 
 from rules import keras_export, keras_model, keras_train
+from rules.core.specs import TensorSpec
 from rules.loading.build_files import load_package
 from rules.loading.labels import Label
-from rules.loading.specs import TensorSpec
 from rules.loading.targets import (
     BrokenTarget,
     ExportTarget,

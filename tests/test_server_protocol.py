@@ -1,4 +1,4 @@
-"""Tests for rules.execution.server_protocol and the client's file handling (no backend needed)."""
+"""Tests for rules.execution.server.protocol and the client's file handling (no backend needed)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rules.execution import server_client
-from rules.execution.server_protocol import (
+from rules.core.fsio import write_json
+from rules.execution.server import client as server_client
+from rules.execution.server.protocol import (
     RUNTIME_ENV,
     LineReader,
     ServerFolderError,
@@ -22,7 +23,6 @@ from rules.execution.server_protocol import (
     server_paths,
     socket_address,
 )
-from rules.storage.atomic import write_json
 
 TOOLCHAIN = {"python": "CPython 3.11.7", "keras": "keras==3.15.1", "tensorflow": None}
 

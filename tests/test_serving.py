@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rules.cache.records import scan_tree
+from rules.core.files import scan_tree
 from rules.storage import serving
 
 

@@ -7,18 +7,15 @@ from typing import Any
 
 import pytest
 
-from rules.loading.specs import (
-    DTYPES,
+from rules.core.specs import (
     Endpoint,
     SpecDict,
-    SpecError,
     TensorSpec,
-    endpoint,
     endpoint_from_json,
-    tensor_spec,
     tree_from_json,
     tree_to_json,
 )
+from rules.loading.specs import DTYPES, SpecError, endpoint, tensor_spec
 
 X = tensor_spec((None, 3))
 

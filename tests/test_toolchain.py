@@ -1,4 +1,4 @@
-"""Tests for rules.analysis.toolchain: versions from metadata and the cached module map."""
+"""Tests for rules.core.toolchain: versions from metadata and the cached module map."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rules.analysis import toolchain
-from rules.analysis.toolchain import TOOLCHAIN_DISTS, Toolchain, detect
+from rules.core import toolchain
+from rules.core.toolchain import TOOLCHAIN_DISTS, Toolchain, detect
 
 
 def _installed(dists: tuple[str, ...]) -> str | None:

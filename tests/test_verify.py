@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rules.core.specs import SpecDict, tree_to_json
 from rules.execution.verify import DYNAMIC_DIM, INT_HIGH, WORDS, sample
-from rules.loading.specs import SpecDict, tensor_spec, tree_to_json
+from rules.loading.specs import tensor_spec
 
 
 def _spec(shape: tuple[int | None, ...], dtype: str = "float32") -> Any:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import rules
-from rules.analysis.digests import DigestCache
 from rules.analysis.graph import Action
 from rules.analysis.imports import ImportScanner
-from rules.analysis.toolchain import Toolchain
-from rules.hashing import sha256_json
-from rules.loading.formats import EXPORT_FORMATS
+from rules.core.digests import DigestCache
+from rules.core.formats import EXPORT_FORMATS
+from rules.core.hashing import sha256_json
+from rules.core.toolchain import Toolchain
 from rules.loading.targets import ExportTarget, TrainTarget
 
 # Bump when the meaning of a key input changes, so old cache entries stop matching.

@@ -6,11 +6,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rules.errors import did_you_mean
+from rules.core.errors import did_you_mean
+from rules.core.formats import EXPORT_FORMATS
 from rules.loading.build_files import Package
-from rules.loading.formats import EXPORT_FORMATS
 from rules.loading.labels import Label
-from rules.loading.rules import FORMATS
 from rules.loading.targets import (
     BrokenTarget,
     ExportTarget,
@@ -162,10 +161,11 @@ class _Resolver:
             )
         model = self.lookup(target.model, ModelTarget, label, "model")
         assert isinstance(model, ModelTarget)
-        if model.backend not in FORMATS[target.format]:
+        backends = EXPORT_FORMATS[target.format].backends
+        if model.backend not in backends:
             raise _Unresolved(
                 f"format {target.format!r} cannot be exported from the {model.backend!r} "
-                f"backend of {model.label}; it supports {list(FORMATS[target.format])}"
+                f"backend of {model.label}; it supports {list(backends)}"
             )
         if target.jax2tf_kwargs is not None and model.backend != "jax":
             raise _Unresolved(

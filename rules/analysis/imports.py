@@ -8,8 +8,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.analysis.digests import DigestCache
-from rules.storage.atomic import read_json, write_json
+from rules.core.digests import DigestCache
+from rules.core.fsio import read_json, write_json
 
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__future__"}
 

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 from rules.cache.gc import GcReport, collect
 from rules.cache.local import (
-    ENV_CACHE_DIR,
     CacheStats,
     LocalCache,
-    default_cache_dir,
-    resolve_cache_dir,
 )
-from rules.cache.records import (
-    ActionResult,
-    CacheCorrupt,
-    CacheError,
-    CacheMiss,
-    FileEntry,
-    InvalidEntry,
-    scan_tree,
-)
+from rules.cache.records import ActionResult, CacheCorrupt, CacheMiss
+from rules.core.errors import CacheError
+from rules.core.files import FileEntry, InvalidEntry, scan_tree
 
 __all__ = [
-    "ENV_CACHE_DIR",
     "ActionResult",
     "CacheCorrupt",
     "CacheError",
@@ -32,7 +22,5 @@ __all__ = [
     "InvalidEntry",
     "LocalCache",
     "collect",
-    "default_cache_dir",
-    "resolve_cache_dir",
     "scan_tree",
 ]

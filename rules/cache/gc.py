@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rules.cache.local import walk_cache
-from rules.cache.records import CacheError
+from rules.core.errors import CacheError
 
 # A tmp file this old belongs to a writer that died: nothing takes an hour to
 # write one blob. Younger ones may be mid-write by a running build.

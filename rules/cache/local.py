@@ -4,37 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
-import secrets
-import shutil
 import stat
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
-import platformdirs
-
-from rules.cache.records import (
-    ActionResult,
-    CacheCorrupt,
-    CacheError,
-    CacheMiss,
-    FileEntry,
-    InvalidEntry,
-    is_sha256,
-    scan_tree,
+from rules.cache.records import ActionResult, CacheCorrupt, CacheMiss
+from rules.core.errors import CacheError
+from rules.core.faults import pause_point
+from rules.core.files import FileEntry, InvalidEntry, is_sha256, scan_tree
+from rules.core.fsio import (
+    TMP_PREFIX,
+    DigestMismatch,
+    discard,
+    fsync_dir,
+    read_chunks,
+    verified,
+    write_atomic,
 )
-from rules.faults import pause_point
 
-ENV_CACHE_DIR = "RULES_KERAS_CACHE_DIR"
-# Entries are named by 64 hex digits, so a leading dot can never be mistaken
-# for one by a reader, and gc can tell an abandoned write by its name.
-TMP_PREFIX = ".tmp-"
 BLOB_MODE = 0o444
-_CHUNK = 1 << 20
 
 # ioctl errors that mean "this filesystem pair cannot clone", as opposed to a
 # real I/O failure: ext4/tmpfs say EOPNOTSUPP or ENOTTY, crossing devices EXDEV.
@@ -62,28 +54,6 @@ else:
 
     def _reflink(dst_fd: int, src_fd: int) -> bool:
         return False
-
-
-def resolve_cache_dir(
-    *, env_value: str | None, config_value: str | os.PathLike[str] | None, default: Path
-) -> Path:
-    """Pick the cache root: the environment beats the project config, which beats the default.
-
-    Empty strings count as unset, so `RULES_KERAS_CACHE_DIR=` falls through.
-    """
-    for candidate in (env_value, config_value):
-        if candidate is not None and os.fspath(candidate) != "":
-            return Path(candidate).expanduser()
-    return default
-
-
-def default_cache_dir(config_value: str | os.PathLike[str] | None = None) -> Path:
-    """This user's cache root: $RULES_KERAS_CACHE_DIR, else `config_value`, else the OS default."""
-    return resolve_cache_dir(
-        env_value=os.environ.get(ENV_CACHE_DIR),
-        config_value=config_value,
-        default=Path(platformdirs.user_cache_dir("rules_keras")),
-    )
 
 
 @dataclass(frozen=True)
@@ -222,14 +192,14 @@ class LocalCache:
                     made.add(parent)
                 self._restore_file(entry, dest / entry.path, reflink)
         except (CacheCorrupt, CacheMiss):
-            _remove_tree(dest)
+            discard(dest)
             _evict(self.ac_path(key), None)
             raise
         except OSError as error:
-            _remove_tree(dest)
+            discard(dest)
             raise CacheError(f"cannot restore {key[:12]} into {dest}: {error}") from error
         except BaseException:
-            _remove_tree(dest)
+            discard(dest)
             raise
 
     def store(self, key: str, artifact: Path, metadata: Mapping[str, Any]) -> ActionResult:
@@ -259,17 +229,22 @@ class LocalCache:
                 _ensure_dir(blob.parent)
                 source = artifact if single else artifact / entry.path
                 with open(source, "rb") as handle:
-                    _write_atomic(blob, _verified_chunks(handle, entry, source), BLOB_MODE)
+                    try:
+                        write_atomic(blob, verified(read_chunks(handle), entry.sha256,
+                                                    entry.size, str(source)), mode=BLOB_MODE)
+                    except DigestMismatch:
+                        raise CacheError(f"{source} changed while it was being stored; "
+                                         "it was not cached") from None
                 synced.add(blob.parent)
             # One fsync per shard directory instead of one per blob; all of them
             # complete before the AC entry is renamed into place.
             for directory in synced:
-                _fsync_dir(directory)
+                fsync_dir(directory)
             pause_point("cache_store")
             ac = self.ac_path(key)
             _ensure_dir(ac.parent)
-            _write_atomic(ac, iter((data,)), 0o644)
-            _fsync_dir(ac.parent)
+            write_atomic(ac, data, mode=0o644)
+            fsync_dir(ac.parent)
             # Give the blobs the AC entry's timestamp: gc takes the AC entry
             # first on a tie, so it does not strand a fresh entry without its
             # blobs (if it ever does, lookup just misses). Best effort: a
@@ -304,8 +279,8 @@ class LocalCache:
                     os.chmod(blob, BLOB_MODE)
             ac = self.ac_path(key)
             _ensure_dir(ac.parent)
-            _write_atomic(ac, iter((data,)), 0o644)
-            _fsync_dir(ac.parent)
+            write_atomic(ac, data, mode=0o644)
+            fsync_dir(ac.parent)
         except FileNotFoundError as error:
             raise CacheMiss(f"blob for entry {key[:12]} is missing: {error}") from error
         except OSError as error:
@@ -351,21 +326,18 @@ class LocalCache:
             cloned = reflink[0] and _reflink(out.fileno(), source.fileno())
             # The rest of this tree goes to the same filesystem: stop asking.
             reflink[0] = cloned
-            digest = hashlib.sha256()
-            size = 0
             # Hash the blob even after a clone: the clone shares its extents, and
             # this is the only place a bit flip in the cache is caught.
-            while chunk := source.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if not cloned:
-                    out.write(chunk)
-            if size != entry.size or digest.hexdigest() != entry.sha256:
+            try:
+                for chunk in verified(read_chunks(source), entry.sha256, entry.size, str(blob)):
+                    if not cloned:
+                        out.write(chunk)
+            except DigestMismatch as err:
                 _evict(blob, None)
                 raise CacheCorrupt(
-                    f"cache blob {blob} is corrupt (sha256 {digest.hexdigest()}, {size} bytes); "
-                    "it was removed and the target will be rebuilt"
-                )
+                    f"cache blob {blob} is corrupt ({err}); it was removed and the target "
+                    "will be rebuilt"
+                ) from None
             os.fchmod(out.fileno(), entry.mode)
         _touch(blob)
 
@@ -379,7 +351,7 @@ def _ensure_dir(directory: Path) -> None:
     except FileExistsError:
         return
     # A new directory's name must be durable before the entries inside it are.
-    _fsync_dir(directory.parent)
+    fsync_dir(directory.parent)
 
 
 def _check_key(key: str) -> None:
@@ -398,45 +370,6 @@ def _present(blob: Path, size: int) -> bool:
     return True
 
 
-def _verified_chunks(handle: BinaryIO, entry: FileEntry, source: Path) -> Iterator[bytes]:
-    """Yield the file's bytes, raising at the end if they are not what scan_tree hashed."""
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := handle.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-        yield chunk
-    if size != entry.size or digest.hexdigest() != entry.sha256:
-        raise CacheError(f"{source} changed while it was being stored; it was not cached")
-
-
-def _write_atomic(final: Path, chunks: Iterator[bytes], mode: int) -> None:
-    """Write `chunks` to a tmp file beside `final`, fsync it, then rename it over `final`."""
-    tmp = final.with_name(f"{TMP_PREFIX}{final.name[:16]}.{os.getpid()}.{secrets.token_hex(6)}")
-    try:
-        with open(tmp, "xb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name == "nt":
-        return  # Windows cannot open a directory for fsync; its renames are journaled.
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _touch(path: Path) -> None:
     # The mtime is the LRU clock for gc. A read-only shared cache cannot be
     # touched, and that must not turn a hit into an error.
@@ -452,11 +385,3 @@ def _evict(path: Path, seen: os.stat_result | None) -> None:
             if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
                 return
         os.unlink(path)
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            os.unlink(path)

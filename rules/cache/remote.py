@@ -34,7 +34,7 @@ from rules.cache.remote_config import (
     RemoteError,
     has_header,
 )
-from rules.hashing import sha256_file
+from rules.core.hashing import sha256_file
 
 # Blobs above this size report progress each time this many more bytes moved.
 PROGRESS_STEP = 64 << 20

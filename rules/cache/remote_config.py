@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -12,24 +11,15 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-ENV_URL = "RULES_KERAS_REMOTE_CACHE"
-ENV_UPLOAD = "RULES_KERAS_REMOTE_UPLOAD"
-ENV_HEADERS = "RULES_KERAS_REMOTE_HEADERS"
-ENV_TIMEOUT = "RULES_KERAS_REMOTE_TIMEOUT"
-ENV_USER = "RULES_KERAS_REMOTE_USER"
-ENV_PASSWORD = "RULES_KERAS_REMOTE_PASSWORD"
+from rules.core.settings import BY_KEY, ConfigError, resolve
 
-SETTINGS_KEYS = (
-    "remote_cache",
-    "remote_upload",
-    "remote_timeout",
-    "remote_parallel",
-    "remote_headers_env",
-)
+# Named in messages; the settings table is where they are defined.
+ENV_UPLOAD = str(BY_KEY["remote_upload"].env)
+ENV_HEADERS = str(BY_KEY["remote_headers"].env)
+ENV_USER = str(BY_KEY["remote_user"].env)
+ENV_PASSWORD = str(BY_KEY["remote_password"].env)
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 CREDENTIALS_HINT = (
     f"check {ENV_USER}/{ENV_PASSWORD}, the user:password in the cache URL, "
     f"or the Authorization header from {ENV_HEADERS}/remote_headers_env"
@@ -41,7 +31,7 @@ class RemoteError(Exception):
 
 
 
-class RemoteConfigError(RemoteError, ValueError):
+class RemoteConfigError(RemoteError, ConfigError):
     """`[tool.rules_keras]` or a RULES_KERAS_REMOTE_* variable is malformed."""
 
 
@@ -128,62 +118,27 @@ def remote_config_from(
 ) -> RemoteConfig | None:
     """Build the remote config from `[tool.rules_keras]` and the environment, or None if unset.
 
-    Environment variables win over settings: RULES_KERAS_REMOTE_CACHE (set but
-    empty turns the remote cache off), RULES_KERAS_REMOTE_UPLOAD (1/0),
-    RULES_KERAS_REMOTE_TIMEOUT, RULES_KERAS_REMOTE_HEADERS (`Name: value` lines),
-    RULES_KERAS_REMOTE_USER and RULES_KERAS_REMOTE_PASSWORD (basic auth, over
-    any user:password in the URL). `remote_headers_env` names variables that
-    hold more `Name: value` lines, so secrets stay out of pyproject.toml; unset
-    ones are skipped, since developers often have no token.
+    The `remote_*` rows of the settings table (rules.core.settings) say where
+    each value comes from; variables win over the file. A set but empty
+    RULES_KERAS_REMOTE_CACHE turns the remote cache off. RULES_KERAS_REMOTE_USER
+    and _PASSWORD replace any user:password in the URL. `remote_headers_env`
+    names variables that hold more `Name: value` lines, so secrets stay out of
+    pyproject.toml; unset ones are skipped, since developers often have no token.
     """
-    for key in settings:
-        if key.startswith("remote_") and key not in SETTINGS_KEYS:
-            close = difflib.get_close_matches(key, SETTINGS_KEYS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise RemoteConfigError(
-                f"[tool.rules_keras] has an unknown key {key!r}.{hint} "
-                f"Known remote keys: {', '.join(SETTINGS_KEYS)}"
-            )
-    url = environ.get(ENV_URL)
-    if url is None:
-        url = settings.get("remote_cache")
-        if url is not None and not isinstance(url, str):
-            raise RemoteConfigError(
-                f"[tool.rules_keras] remote_cache must be a URL string. Received: {url!r}"
-            )
+    try:
+        values = resolve(settings, environ, prefix="remote_")
+    except ConfigError as err:
+        raise RemoteConfigError(str(err)) from None
+    url = values["remote_cache"]
     if not url or not url.strip():
         return None
-
-    upload = settings.get("remote_upload", False)
-    if not isinstance(upload, bool):
-        raise RemoteConfigError(
-            f"[tool.rules_keras] remote_upload must be true or false. Received: {upload!r}"
-        )
-    if ENV_UPLOAD in environ:
-        upload = _env_bool(ENV_UPLOAD, environ[ENV_UPLOAD])
-
-    timeout: Any = settings.get("remote_timeout", 10.0)
-    if ENV_TIMEOUT in environ:
-        try:
-            timeout = float(environ[ENV_TIMEOUT])
-        except ValueError:
-            raise RemoteConfigError(
-                f"{ENV_TIMEOUT} must be a number of seconds. Received: {environ[ENV_TIMEOUT]!r}"
-            ) from None
-
     headers: dict[str, str] = {}
-    names = settings.get("remote_headers_env", [])
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise RemoteConfigError(
-            "[tool.rules_keras] remote_headers_env must be a list of environment variable "
-            f"names. Received: {names!r}"
-        )
-    for name in [*names, ENV_HEADERS]:
+    for name in values["remote_headers_env"]:
         if name in environ:
             headers.update(_parse_header_lines(name, environ[name]))
-
-    user = environ.get(ENV_USER)
-    password = environ.get(ENV_PASSWORD)
+    if values["remote_headers"] is not None:
+        headers.update(_parse_header_lines(ENV_HEADERS, values["remote_headers"]))
+    user, password = values["remote_user"], values["remote_password"]
     if user is not None or password is not None:
         if has_header(headers, "Authorization"):
             raise RemoteConfigError(
@@ -194,13 +149,12 @@ def remote_config_from(
         # clash with them: CI usually injects them over a checked-in URL.
         url = split._replace(netloc=split.netloc.rpartition("@")[2]).geturl()
         headers["Authorization"] = _basic_auth(user or "", password or "")
-
     return RemoteConfig(
         url=url.strip(),
-        upload=upload,
+        upload=values["remote_upload"],
         headers=headers,
-        timeout=timeout,
-        parallel=settings.get("remote_parallel", 4),
+        timeout=values["remote_timeout"],
+        parallel=values["remote_parallel"],
     )
 
 
@@ -219,15 +173,6 @@ def redact(url: str) -> str:
     if "@" not in split.netloc:
         return url
     return split._replace(netloc="***@" + split.netloc.rpartition("@")[2]).geturl()
-
-
-def _env_bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise RemoteConfigError(f"{name} must be 1 or 0. Received: {value!r}")
 
 
 def _parse_header_lines(source: str, text: str) -> dict[str, str]:

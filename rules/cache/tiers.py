@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rules.cache.local import LocalCache
-from rules.cache.records import ActionResult, CacheError
+from rules.cache.records import ActionResult
 from rules.cache.remote_config import RemoteConfig, RemoteError
+from rules.core.errors import CacheError
 
 if TYPE_CHECKING:
     from rules.cache.remote import RemoteCache

@@ -8,7 +8,7 @@ ask at once; each gets its own worker, so at most N workers run per backend.
 With a ServerConfig, jobs go to the export server (rules.execution.server),
 which has paid that import before the build started. Whatever goes wrong with
 it, the job runs on a per-build worker instead, and the server is not used
-again by this build (rules.execution.server_route).
+again by this build (rules.execution.server.route).
 
 A big build hands over to per-build workers. Each export in a child forked
 from the server pays the runtime's first use again (0.36 s here, against
@@ -29,9 +29,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from rules.execution import server_client
 from rules.execution.protocol import Job, JobResult
-from rules.execution.server_route import ServerConfig, ServerRoute
+from rules.execution.server import client as server_client
+from rules.execution.server.route import ServerConfig, ServerRoute
 
 __all__ = ["ServerConfig", "Worker", "WorkerPool", "worker_env"]
 

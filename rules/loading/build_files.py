@@ -7,7 +7,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rules.errors import BuildFileError
+from rules.core.errors import BuildFileError
 from rules.loading.context import PackageContext, loading
 from rules.loading.targets import Target
 

@@ -15,11 +15,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from rules.errors import did_you_mean
+from rules.core.errors import did_you_mean
+from rules.core.formats import EXPORT_FORMATS
+from rules.core.specs import Endpoint
 from rules.loading.context import PackageContext, current
-from rules.loading.formats import EXPORT_FORMATS
 from rules.loading.labels import Label, LabelError, is_label, valid_name
-from rules.loading.specs import Endpoint, SpecError
+from rules.loading.specs import SpecError
 from rules.loading.targets import (
     BACKENDS,
     BrokenTarget,
@@ -30,8 +31,6 @@ from rules.loading.targets import (
     TrainTarget,
 )
 
-# Formats `keras_export` knows, and the backends Keras can export each from.
-FORMATS: dict[str, tuple[str, ...]] = {name: f.backends for name, f in EXPORT_FORMATS.items()}
 # LiteRT converter settings that need Python objects a BUILD.py cannot declare as data.
 UNDECLARABLE_OPTIONS = frozenset({"representative_dataset"})
 # TF Serving model names become folder names and config entries: keep them plain.
@@ -290,10 +289,10 @@ def keras_export(
     ctx = current()
     label = Label(ctx.package, name)
     model_label = Label.parse(_str("model", model), ctx.package)
-    if not isinstance(format, str) or format not in FORMATS:
+    if not isinstance(format, str) or format not in EXPORT_FORMATS:
         raise AttrError(
-            f"unknown format {format!r}; known formats: {sorted(FORMATS)}."
-            + did_you_mean(str(format), FORMATS)
+            f"unknown format {format!r}; known formats: {sorted(EXPORT_FORMATS)}."
+            + did_you_mean(str(format), EXPORT_FORMATS)
         )
     saved_model = format == "tf_saved_model"
     if isinstance(endpoints, (str, bytes)) or not isinstance(endpoints, Sequence):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rules.core.specs import Endpoint
 from rules.loading.labels import Label
-from rules.loading.specs import Endpoint
 
 BACKENDS = ("tensorflow", "jax")
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rules.analysis.digests import DigestCache
-from rules.cache.records import FileEntry, InvalidEntry
-from rules.storage.atomic import read_json, write_json
+from rules.core.digests import DigestCache
+from rules.core.files import FileEntry, InvalidEntry
+from rules.core.fsio import read_json, write_json
 
 MANIFEST_SUFFIX = ".manifest.json"
 

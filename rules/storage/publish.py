@@ -6,12 +6,11 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import shutil
 from pathlib import Path
 
-from rules.faults import pause_point
+from rules.core.faults import pause_point
+from rules.core.fsio import discard, remove_abandoned, temp_path
 from rules.storage import manifest as manifest_io
-from rules.storage.atomic import tmp_sibling
 from rules.storage.manifest import Manifest
 
 _RENAME_EXCHANGE = 2
@@ -27,48 +26,12 @@ def staging_dir(dest: Path) -> Path:
     to a `.weights.h5` path, is satisfied).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(dest)
-    folder = tmp_sibling(dest, "staging")
+    # The caller holds dest's action lock, so a staging or replaced copy of
+    # dest whose process is gone was abandoned by a killed build.
+    remove_abandoned(dest.parent, ("staging", "old"), dest.name)
+    folder = temp_path(dest, "staging")
     folder.mkdir()
     return folder
-
-
-def _remove_abandoned(dest: Path) -> None:
-    """Delete staging and replaced copies of `dest` left by killed builds.
-
-    The caller holds dest's action lock, so a sibling whose owning process is
-    gone cannot still be in use: tmp names end in `-<pid>-<random>`.
-    """
-    prefix = f".{dest.name}."
-    try:
-        siblings = [p for p in dest.parent.iterdir() if p.name.startswith(prefix)]
-    except OSError:
-        return
-    for path in siblings:
-        tag, _, rest = path.name[len(prefix) :].partition("-")
-        pid_text = rest.split("-", 1)[0]
-        if tag not in ("staging", "old") or not pid_text.isdigit():
-            continue
-        if int(pid_text) != os.getpid() and not _alive(int(pid_text)):
-            discard(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def discard(path: Path) -> None:
-    """Remove a staged or replaced artifact, file or directory."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -107,7 +70,7 @@ def publish(dest: Path, staged: Path, manifest: Manifest) -> None:
             pause_point("publish")
             discard(staged)
         else:
-            old = tmp_sibling(dest, "old")
+            old = temp_path(dest, "old")
             os.rename(dest, old)
             os.rename(staged, dest)
             discard(old)

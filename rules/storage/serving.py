@@ -10,15 +10,21 @@ versions or none. The caller holds `lock_path(root)` around `publish`.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.cache.records import FileEntry
-from rules.hashing import sha256_json
-from rules.storage.atomic import fsync_dir, read_json, write_bytes, write_json
+from rules.core.files import FileEntry
+from rules.core.fsio import (
+    fsync_dir,
+    read_json,
+    remove_abandoned,
+    temp_path,
+    write_atomic,
+    write_json,
+)
+from rules.core.hashing import sha256_json
 
 CONFIG = "models.config"
 # Per model: which version holds which content, so an unchanged artifact
@@ -77,12 +83,12 @@ def publish(root: Path, model: str, artifact: Path, digest: str, label: str, kee
     """
     model_dir = root / model
     model_dir.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(model_dir)
+    remove_abandoned(model_dir, ("staging", "old"))
     present = versions(model_dir)
     created = not is_current(root, model, digest)
     if created:
         version = (present[-1] if present else 0) + 1
-        staging = model_dir / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
+        staging = temp_path(model_dir / str(version), "staging")
         try:
             shutil.copytree(artifact, staging)
             _fsync_tree(staging)
@@ -104,7 +110,7 @@ def publish(root: Path, model: str, artifact: Path, digest: str, label: str, kee
 def prune(model_dir: Path, keep: int) -> None:
     """Delete all but the `keep` newest versions, each renamed away first."""
     for old in versions(model_dir)[: -max(keep, 1)]:
-        hidden = model_dir / f".old-{os.getpid()}-{secrets.token_hex(4)}"
+        hidden = temp_path(model_dir / str(old), "old")
         os.rename(model_dir / str(old), hidden)
         shutil.rmtree(hidden, ignore_errors=True)
     fsync_dir(model_dir)
@@ -148,7 +154,7 @@ def write_config(root: Path) -> None:
             return
     except OSError:
         pass
-    write_bytes(path, text.encode("utf-8"))
+    write_atomic(path, text.encode("utf-8"))
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -161,22 +167,3 @@ def _fsync_tree(folder: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
-
-
-def _remove_abandoned(model_dir: Path) -> None:
-    """Delete staging and pruned folders left by killed builds (the caller holds the lock)."""
-    for path in model_dir.iterdir():
-        if path.name.startswith((".staging-", ".old-")):
-            pid = path.name.split("-")[1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

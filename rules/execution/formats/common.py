@@ -6,9 +6,9 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rules.core.formats import EXPORT_FORMATS
 from rules.execution.failures import JobFailure, user_traceback
 from rules.execution.verify import check_call
-from rules.loading.formats import EXPORT_FORMATS
 
 
 def require(format: str, backend: str) -> None:
@@ -162,7 +162,7 @@ def layer(model: Any, name: str, attr: str) -> Any:
     try:
         return model.get_layer(name)
     except ValueError:
-        from rules.errors import did_you_mean
+        from rules.core.errors import did_you_mean
 
         names = [lyr.name for lyr in model.layers]
         raise JobFailure(

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from rules.core.faults import pause_point
 from rules.execution.failures import JobFailure
 from rules.execution.formats.common import (
     call_endpoint,
@@ -17,7 +18,6 @@ from rules.execution.formats.common import (
 )
 from rules.execution.model_loading import build_model
 from rules.execution.protocol import Job
-from rules.faults import pause_point
 
 
 def export(job: Job) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rules.core.faults import pause_point
 from rules.execution.formats.common import (
     call_endpoint,
     export_failed,
@@ -14,7 +15,6 @@ from rules.execution.formats.common import (
 )
 from rules.execution.model_loading import build_model
 from rules.execution.protocol import Job
-from rules.faults import pause_point
 
 
 def export(job: Job) -> dict[str, Any]:

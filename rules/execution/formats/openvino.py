@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from rules.core.faults import pause_point
 from rules.execution.formats.common import (
     call_endpoint,
     export_failed,
@@ -15,7 +16,6 @@ from rules.execution.formats.common import (
 )
 from rules.execution.model_loading import build_model
 from rules.execution.protocol import Job
-from rules.faults import pause_point
 
 # The artifact is a folder holding this pair, the layout OpenVINO Model Server
 # expects inside a version folder.

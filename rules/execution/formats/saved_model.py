@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rules.core.faults import pause_point
 from rules.execution.failures import JobFailure, import_ref, user_traceback
 from rules.execution.formats.common import default_endpoint, first_line, layer, tf_specs
 from rules.execution.model_loading import build_model
 from rules.execution.protocol import Job
 from rules.execution.verify import check_endpoints
-from rules.faults import pause_point
 
 
 def export(job: Job) -> dict[str, Any]:

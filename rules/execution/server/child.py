@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rules.execution.protocol import Job
-from rules.execution.server_protocol import MAX_MESSAGE
+from rules.execution.server.protocol import MAX_MESSAGE
 
 _PR_SET_PDEATHSIG = 1
 
@@ -108,7 +108,7 @@ def warm_up(folder: Path, backend: str) -> None:
                "track": [], "tolerance": 1e-4, "jax2tf_kwargs": None, "format_options": {}}
     try:
         result = run_job(Job("(warm-up)", "keras_export", backend,
-                             "rules.execution.server_child:warmup_model", None, str(out), options))
+                             "rules.execution.server.child:warmup_model", None, str(out), options))
         if not result.ok:
             print(f"warm-up failed: {result.message}", flush=True)
     finally:

@@ -20,8 +20,9 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
+from rules.core.fsio import pid_alive
 from rules.execution.protocol import Job, JobResult
-from rules.execution.server_protocol import (
+from rules.execution.server.protocol import (
     LineReader,
     ServerPaths,
     read_info,
@@ -226,7 +227,7 @@ def clean_stale(paths: ServerPaths) -> str:
     info = read_info(paths)
     pid = info.get("pid") if info else None
     note = ""
-    if isinstance(pid, int) and _alive(pid) and _is_server(pid):
+    if isinstance(pid, int) and pid_alive(pid) and _is_server(pid):
         _kill(pid)
         note = f"killed pid {pid}, which held the socket but did not answer"
     elif isinstance(pid, int):
@@ -264,7 +265,7 @@ def _stop(paths: ServerPaths, *, clean: bool = True) -> int | None:
         pass
     if pid is None and info is not None and isinstance(info.get("pid"), int):
         pid = info["pid"]
-        if not (_alive(pid) and _is_server(pid)):
+        if not (pid_alive(pid) and _is_server(pid)):
             if clean:
                 clean_stale(paths)
             return None
@@ -284,7 +285,7 @@ def status(paths: ServerPaths) -> ServerState:
         return ServerState(paths.backend, True, int(reply["pid"]), reply)
     info = read_info(paths)
     pid = info.get("pid") if info else None
-    if isinstance(pid, int) and _alive(pid) and _is_server(pid):
+    if isinstance(pid, int) and pid_alive(pid) and _is_server(pid):
         return ServerState(paths.backend, True, pid, None, "starting or busy: no reply yet")
     try:
         with FileLock(str(paths.lock), timeout=0):
@@ -296,23 +297,8 @@ def status(paths: ServerPaths) -> ServerState:
 
 def kill_export(pid: int | None) -> None:
     """Make sure an export process of a lost server is gone before its job is retried."""
-    if pid is not None and _alive(pid):
+    if pid is not None and pid_alive(pid):
         _kill(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            # "pid (comm) S ...": a zombie has exited, it only waits to be reaped.
-            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _is_server(pid: int) -> bool:
@@ -335,7 +321,7 @@ def _kill(pid: int) -> None:
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while pid_alive(pid):
         reap()
         if time.monotonic() > deadline:
             return False

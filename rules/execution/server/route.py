@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.execution import server_client
+from rules.core.fsio import discard
 from rules.execution.protocol import Job, JobResult
-from rules.execution.server_protocol import ServerPaths, fingerprint, server_paths
+from rules.execution.server import client as server_client
+from rules.execution.server.protocol import ServerPaths, fingerprint, server_paths
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class ServerRoute:
                 # Its export process may still be writing into job.out: make
                 # sure it is gone before a worker starts over in the same place.
                 server_client.kill_export(err.child)
-                _discard(Path(job.out))
+                discard(Path(job.out))
                 self._give_up(backend, f"{err} while building {job.label}, which is retried")
                 return None
         return None
@@ -104,11 +103,3 @@ def _started_message(backend: str, how: str, pid: int, idle_timeout: float) -> s
     reason = " because the toolchain changed" if how == "restarted" else ""
     return (f"{what} the {backend} export server (pid {pid}){reason}; it stays warm "
             f"for {idle_timeout:g}s between builds (`doit server_stop` stops it)")
-
-
-def _discard(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            path.unlink()

@@ -44,3 +44,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+class CacheError(Exception):
+    """Any failure of the cache. Callers log it as a warning and build locally instead."""

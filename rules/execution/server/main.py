@@ -9,7 +9,7 @@ their first op). So every job gets a child that starts from the state of a
 fresh worker whose imports are already done, imports the model code from disk
 and exits; nothing leaks from one export to the next. Clients reach it over an
 AF_UNIX socket in the workspace's .rules_keras/server/ folder; see
-rules.execution.server_client. It exits when idle, when its socket is removed,
+rules.execution.server.client. It exits when idle, when its socket is removed,
 on `stop` and on SIGTERM, and refuses jobs whose toolchain fingerprint differs.
 """
 
@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from rules.analysis.toolchain import detect
-from rules.errors import RulesError
-from rules.execution.server_loop import Server, log
-from rules.execution.server_protocol import ServerPaths, fingerprint, server_paths, socket_address
-from rules.storage.atomic import write_json
+from rules.core.errors import RulesError
+from rules.core.fsio import write_json
+from rules.core.toolchain import detect
+from rules.execution.server.loop import Server, log
+from rules.execution.server.protocol import ServerPaths, fingerprint, server_paths, socket_address
 
 
 def preload(backend: str) -> None:

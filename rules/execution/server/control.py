@@ -6,8 +6,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from rules.execution import server_client
-from rules.execution.server_protocol import (
+from rules.execution.server import client as server_client
+from rules.execution.server.protocol import (
     BACKENDS,
     SERVER_DIR,
     fingerprint,

@@ -7,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from rules.hashing import sha256_file
-from rules.storage.atomic import read_json, write_json
+from rules.core.fsio import read_json, write_json
+from rules.core.hashing import sha256_file
 
 # A file modified again within the filesystem's timestamp granularity after we
 # hashed it would keep the same (size, mtime) and fool the cache. Like git's

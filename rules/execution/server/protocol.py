@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import rules
-from rules.errors import RulesError
-from rules.hashing import sha256_json
+from rules.core.errors import RulesError
+from rules.core.hashing import sha256_json
 
 SERVER_DIR = "server"
 BACKENDS = ("tensorflow", "jax")

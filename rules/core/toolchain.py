@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.storage.atomic import read_json, write_json
+from rules.core.fsio import read_json, write_json
 
 # Distributions that provide each toolchain module. tensorflow-cpu installs the
 # same `tensorflow` module as tensorflow, so both names are tried.

@@ -1,7 +1,7 @@
 """The export server's loop: accept requests, fork a child per job, relay its result.
 
 While no job runs, the loop keeps one spare child that has run a warm-up
-export of a built-in model (rules.execution.server_child): the next job goes
+export of a built-in model (rules.execution.server.child): the next job goes
 to it and skips the runtime's first-use costs, 0.15 s of a 0.4 s export here.
 Spares are only made after a second without jobs, so a busy build does not
 pay for them.
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from rules.execution.protocol import JobResult
-from rules.execution.server_child import describe, run_child, run_spare
-from rules.execution.server_protocol import MAX_MESSAGE, ServerPaths, encode, send
+from rules.execution.server.child import describe, run_child, run_spare
+from rules.execution.server.protocol import MAX_MESSAGE, ServerPaths, encode, send
 
 TICK = 0.5
 # Between two jobs of a busy build the loop is idle for a moment; a spare's
