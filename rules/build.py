@@ -8,12 +8,13 @@ artifact's files are intact.
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rules import config
 from rules.analysis import action_key
@@ -22,18 +23,19 @@ from rules.analysis.graph import Action, BuildGraph, analyse
 from rules.analysis.imports import ImportScanner
 from rules.cache.local import LocalCache
 from rules.cache.tiers import TieredCache
+from rules.core.backends import BACKENDS
 from rules.core.digests import DigestCache
 from rules.core.errors import ExportError
 from rules.core.files import FileEntry, scan_tree
 from rules.core.formats import EXPORT_FORMATS
 from rules.core.fsio import discard
 from rules.core.hashing import sha256_bytes
-from rules.core.toolchain import INSTALL_HINT, Toolchain, detect
+from rules.core.toolchain import Toolchain, detect
 from rules.execution.pool import ServerConfig, WorkerPool
-from rules.execution.protocol import Job
+from rules.execution.protocol import JobRequest
 from rules.loading.build_files import load_workspace
 from rules.loading.labels import Label
-from rules.loading.targets import ExportTarget, TrainTarget
+from rules.loading.targets import ExportTarget
 from rules.locks import action_lock_path, hold, output_lock_path
 from rules.storage import manifest as manifest_io
 from rules.storage import serving
@@ -43,13 +45,36 @@ from rules.storage.publish import publish, remove, staging_dir
 STATE_DIR = ".rules_keras"
 
 
+Status = Literal["built", "restored", "up to date"]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a target finished: built, restored (from a cache) or up to date."""
 
     label: str
-    status: str
+    status: Status
     reasons: tuple[str, ...] = ()
+    forced: bool = False
+
+
+@dataclass(frozen=True)
+class Check:
+    """What the up-to-date check found for one target; build() acts on it, deciding nothing twice.
+
+    `key` is None when an input is missing or unreadable; `current` is the
+    published manifest when it records this key and the artifact is intact;
+    `reasons` say why the target must be built (empty when it is up to date).
+    """
+
+    key: ActionKey | None
+    current: Manifest | None
+    reasons: tuple[str, ...]
+    serving_stale: bool = False
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current is not None and not self.serving_stale
 
 
 class BuildSession:
@@ -76,10 +101,12 @@ class BuildSession:
                               lambda: self.toolchain.to_json()) if self.settings.server else None
         self.pool = WorkerPool(root, on_start=self._worker_started, server=server,
                                on_notice=self._notice)
-        self._reasons: dict[Label, list[str]] = {}
-        self._keys: dict[Label, ActionKey] = {}
-        self._serving_stale: set[Label] = set()
+        # doit asks is_up_to_date() and then runs build() for the same target;
+        # the Check travels between the two calls here.
+        self._checks: dict[Label, Check] = {}
         self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.close)
 
     @property
     def toolchain(self) -> Toolchain:
@@ -101,46 +128,49 @@ class BuildSession:
     # -- up to date -----------------------------------------------------------
 
     def is_up_to_date(self, label: Label) -> bool:
-        """True when the manifest matches the current key and the artifact is intact."""
+        """doit's up-to-date callback: check the target, and keep the Check for build()."""
+        check = self.check(label)
+        with self._lock:
+            self._checks[label] = check
+        return check.up_to_date
+
+    def check(self, label: Label) -> Check:
+        """Is the published artifact the one the current inputs make, intact and served?"""
         action = self.actions[label]
-        dest = self.artifact(action)
-        previous = manifest_io.read(dest)
         try:
             key = self.key(action)
         except InputMissing as missing:
-            self._set_reasons(label, [f"input {missing} is missing"])
-            return False
+            return Check(None, None, (f"input {missing} is missing",))
         except OSError as err:
-            # Unreadable inputs: let build() report it against the label.
-            self._set_reasons(label, [f"cannot read an input: {err}"])
-            return False
-        with self._lock:
-            self._keys[label] = key
+            # Unreadable inputs: build() reports it against the label.
+            return Check(None, None, (f"cannot read an input: {err}",))
+        dest = self.artifact(action)
+        previous = manifest_io.read(dest)
+        current = self._current(dest, previous, key)
+        if current is not None:
+            if self._served(action, current):
+                return Check(key, current, ())
+            name, root = self._serving_name(action), self.settings.serving_root
+            return Check(key, current, (f"TF Serving model {name!r} in {root} lacks this version",),
+                         serving_stale=True)
         if previous is not None and previous.key == key.digest:
-            if manifest_io.intact(dest, previous, self.digests):
-                return self._served(action, previous)
-            self._set_reasons(label, [f"{action.output} is missing or was modified"])
-            return False
-        old_inputs = previous.inputs if previous else None
-        self._set_reasons(label, action_key.explain(old_inputs, key.inputs))
-        return False
+            return Check(key, None, (f"{action.output} is missing or was modified",))
+        return Check(key, None, tuple(action_key.explain(previous.inputs if previous else None,
+                                                         key.inputs)))
+
+    def _current(self, dest: Path, manifest: Manifest | None, key: ActionKey) -> Manifest | None:
+        """`manifest` if it records `key` and every file it lists is intact, else None."""
+        if manifest is None or manifest.key != key.digest:
+            return None
+        return manifest if manifest_io.intact(dest, manifest, self.digests) else None
 
     def _served(self, action: Action, manifest: Manifest) -> bool:
-        """False, with the reason, when the target's TF Serving model lacks this artifact."""
+        """False when the target's TF Serving model lacks this artifact."""
         name = self._serving_name(action)
         root = self.settings.serving_root
         if name is None or root is None:
             return True
-        if serving.is_current(root, name, serving.content_digest(manifest.files)):
-            return True
-        self._set_reasons(action.label, [f"TF Serving model {name!r} in {root} lacks this version"])
-        with self._lock:
-            self._serving_stale.add(action.label)
-        return False
-
-    def _set_reasons(self, label: Label, reasons: list[str]) -> None:
-        with self._lock:
-            self._reasons[label] = reasons
+        return serving.is_current(root, name, serving.content_digest(manifest.files))
 
     # -- building -------------------------------------------------------------
 
@@ -149,43 +179,40 @@ class BuildSession:
 
         The action lock (shared by every workspace using the cache) makes a
         second builder of the same key wait, then find the result published
-        or cached instead of exporting it again.
+        or cached instead of exporting it again. With no Check from doit's
+        up-to-date callback (`doit -a`), the target is rebuilt from scratch:
+        nothing is taken from artifacts/ or a cache.
         """
         action = self.actions[label]
         with self._lock:
-            reasons = self._reasons.pop(label, ["forced (doit -a or run directly)"])
-        with self._lock:
-            # doit evaluated the up-to-date check just before running this
-            # action, after its dependencies finished: that key is current.
-            known = self._keys.pop(label, None)
-        try:
-            key = known or self.key(action)
-        except InputMissing as err:
-            raise ExportError(str(label), f"input {err} is missing") from err
-        except OSError as err:
-            raise ExportError(str(label), f"cannot read an input: {err}") from err
+            check = self._checks.pop(label, None)
+        forced = check is None
+        # doit ran the up-to-date check just before this action, after its
+        # dependencies finished: a key it computed is current.
+        key = check.key if check is not None else None
+        if key is None:
+            try:
+                key = self.key(action)
+            except InputMissing as err:
+                raise ExportError(str(label), f"input {err} is missing") from err
+            except OSError as err:
+                raise ExportError(str(label), f"cannot read an input: {err}") from err
+        reasons = check.reasons if check is not None else ("forced (doit -a)",)
         dest = self.artifact(action)
         lock = action_lock_path(self.lock_root, key.digest)
         with hold(lock, what=f"{label} (another build of it)", timeout=self.settings.lock_timeout,
                   on_wait=lambda msg: self._log(label, msg)):
-            previous = manifest_io.read(dest)
-            if (
-                previous is not None
-                and previous.key == key.digest
-                and manifest_io.intact(dest, previous, self.digests)
-            ):
-                with self._lock:
-                    stale = label in self._serving_stale
-                    self._serving_stale.discard(label)
-                self._log(label, "up to date; publishing it to TF Serving" if stale
+            if not forced and self._current(dest, manifest_io.read(dest), key) is not None:
+                assert check is not None
+                self._log(label, "up to date; publishing it to TF Serving" if check.serving_stale
                           else "up to date (built by a concurrent build)")
                 self._serve(action, dest)
                 return Outcome(str(label), "up to date")
             staging = staging_dir(dest)
             try:
-                outcome = self._restore(action, key, dest, staging, reasons)
+                outcome = None if forced else self._restore(action, key, dest, staging, reasons)
                 if outcome is None:
-                    outcome = self._export(action, key, dest, staging, reasons)
+                    outcome = self._export(action, key, dest, staging, reasons, forced)
             finally:
                 discard(staging)
             # Restored or built alike: a server must get what artifacts/ has.
@@ -193,7 +220,7 @@ class BuildSession:
         return outcome
 
     def _restore(
-        self, action: Action, key: ActionKey, dest: Path, staging: Path, reasons: list[str]
+        self, action: Action, key: ActionKey, dest: Path, staging: Path, reasons: tuple[str, ...]
     ) -> Outcome | None:
         if self.cache is None:
             return None
@@ -205,10 +232,11 @@ class BuildSession:
         self._publish(action, key, dest, staged, hit.result.files, hit.result.dirs, record,
                       "restored")
         self._log(action.label, f"restored {action.output} from the {hit.source} cache")
-        return Outcome(str(action.label), "restored", tuple(reasons))
+        return Outcome(str(action.label), "restored", reasons)
 
     def _export(
-        self, action: Action, key: ActionKey, dest: Path, staging: Path, reasons: list[str]
+        self, action: Action, key: ActionKey, dest: Path, staging: Path,
+        reasons: tuple[str, ...], forced: bool,
     ) -> Outcome:
         label = action.label
         missing = self.toolchain.missing_for(action.backend)
@@ -216,7 +244,7 @@ class BuildSession:
             raise ExportError(
                 str(label),
                 f"backend {action.backend!r} needs {', '.join(missing)}, which is not "
-                f"installed; {INSTALL_HINT[action.backend]}",
+                f"installed; {BACKENDS[action.backend].install}",
             )
         target = action.target
         fmt = EXPORT_FORMATS[target.format] if isinstance(target, ExportTarget) else None
@@ -224,7 +252,7 @@ class BuildSession:
             raise ExportError(str(label), fmt.install_hint(action.backend))
         self._log(label, "building: " + "; ".join(reasons))
         staged = staging / dest.name
-        result = self.pool.run(self._job(action, staged))
+        result = self.pool.run(JobRequest(action.job, str(staged)))
         if not result.ok:
             raise ExportError(str(label), result.message, result.details)
         try:
@@ -243,8 +271,9 @@ class BuildSession:
             self.cache.store(key.digest, staged, metadata)
         self._publish(action, key, dest, staged, files, dirs, result.record, "built")
         seconds = result.record.get("seconds")
-        self._log(label, f"built {action.output} in {seconds:.2f}s" if seconds else "built")
-        return Outcome(str(label), "built", tuple(reasons))
+        built = "built (forced)" if forced else "built"
+        self._log(label, f"{built} {action.output} in {seconds:.2f}s" if seconds else built)
+        return Outcome(str(label), "built", reasons, forced)
 
     def _publish(
         self,
@@ -272,33 +301,6 @@ class BuildSession:
         with hold(lock, what=f"publishing {action.output}", timeout=self.settings.lock_timeout,
                   on_wait=lambda msg: self._log(action.label, msg)):
             publish(dest, staged, manifest)
-
-    def _job(self, action: Action, staged: Path) -> Job:
-        target = action.target
-        options: dict[str, Any] = {"weights_display": action.weights}
-        if isinstance(target, TrainTarget):
-            options.update(train=target.train, seed=target.seed)
-        else:
-            assert isinstance(target, ExportTarget)
-            options.update(
-                format=target.format,
-                endpoints=[ep.to_json() for ep in target.endpoints],
-                variable_collections=[list(p) for p in target.variable_collections],
-                track=list(target.track),
-                tolerance=target.tolerance,
-                jax2tf_kwargs=dict(target.jax2tf_kwargs) if target.jax2tf_kwargs else None,
-                format_options=dict(target.format_options),
-                model=str(action.model.label) if action.model else None,
-            )
-        return Job(
-            label=str(action.label),
-            kind=action.kind,
-            backend=action.backend,
-            factory=action.factory,
-            weights=str(self.root / action.weights) if action.weights else None,
-            out=str(staged),
-            options=options,
-        )
 
     def _serving_name(self, action: Action) -> str | None:
         target = action.target
@@ -340,6 +342,11 @@ class BuildSession:
         self.scanner.save()
 
     def close(self) -> None:
+        """Save the state files and stop the workers; runs once, at exit at the latest."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self.save_state()
         self.pool.close()
         if self.cache is not None:

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import threading
+import re
 from collections import Counter
 from typing import Any
 
 from doit.reporter import ConsoleReporter
 
-_outcomes: dict[str, str] = {}
-_lock = threading.Lock()
-_on_complete: list[Any] = []
+# The key of the value a target's action returns to doit: its status.
+STATUS = "rules_keras_status"
+# The summary line's words, in order. CI scripts and our tests parse this line:
+# change it only with parse_summary below.
+COUNTED = ("built", "restored", "up to date", "failed")
+_SUMMARY = re.compile(r"^(\d+) built, (\d+) restored, (\d+) up to date, (\d+) failed$", re.M)
 
 
-def record(task_name: str, status: str) -> None:
-    """Called by a task action: 'built' or 'restored' for the summary."""
-    with _lock:
-        _outcomes[task_name] = status
+def summary_line(counts: Counter[str]) -> str:
+    """`B built, R restored, U up to date, F failed`."""
+    return ", ".join(f"{counts[word]} {word}" for word in COUNTED)
 
 
-def on_complete(callback: Any) -> None:
-    """Run `callback()` when doit finishes (flush caches, stop workers)."""
-    _on_complete.append(callback)
+def parse_summary(text: str) -> dict[str, int] | None:
+    """The counts of the last summary line in `text` (a build's stdout), or None."""
+    found = _SUMMARY.findall(text)
+    return dict(zip(COUNTED, (int(n) for n in found[-1]), strict=True)) if found else None
 
 
 def _is_target(task: Any) -> bool:
@@ -54,9 +57,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def add_success(self, task: Any) -> None:
         super().add_success(task)
         if _is_target(task):
-            with _lock:
-                status = _outcomes.get(task.name, "built")
-            self._counts[status] += 1
+            # The action's return value; doit keeps it in task.values.
+            self._counts[task.values.get(STATUS, "built")] += 1
 
     def add_failure(self, task: Any, fail: Any) -> None:
         super().add_failure(task, fail)
@@ -64,13 +66,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             self._counts["failed"] += 1
 
     def complete_run(self) -> None:
-        for callback in _on_complete:
-            callback()
         super().complete_run()
         if not self._builds_targets:
             return
-        c = self._counts
-        self.outstream.write(
-            f"{c['built']} built, {c['restored']} restored, {c['up to date']} up to date, "
-            f"{c['failed']} failed\n"
-        )
+        self.outstream.write(summary_line(self._counts) + "\n")

@@ -35,7 +35,6 @@ class Workspace:
     def session(self) -> BuildSession:
         if self._session is None:
             self._session = BuildSession(self.root)
-            reporter.on_complete(self._session.close)
         return self._session
 
     def doit_config(self) -> dict[str, Any]:
@@ -74,7 +73,7 @@ class Workspace:
             yield {
                 "basename": name,
                 "doc": action.doc or f"{action.kind} -> {action.output}",
-                "actions": [(self._build, [action.label, name])],
+                "actions": [(self._build, [action.label])],
                 "uptodate": [(self._uptodate, [action.label])],
                 "task_dep": [str(dep) for dep in action.deps],
                 "clean": [(self._clean, [action.label])],
@@ -126,13 +125,12 @@ class Workspace:
     def _uptodate(self, label: Label) -> bool:
         return self.session.is_up_to_date(label)
 
-    def _build(self, label: Label, task_name: str) -> TaskFailed | None:
+    def _build(self, label: Label) -> TaskFailed | dict[str, str]:
         try:
             outcome = self.session.build(label)
         except RulesError as err:
             return TaskFailed(str(err))
-        reporter.record(task_name, outcome.status)
-        return None
+        return {reporter.STATUS: outcome.status}
 
     def _clean(self, label: Label) -> None:
         self.session.clean(label)

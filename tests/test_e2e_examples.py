@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import built_labels, copy_workspace, doit, summary
+from tests.conftest import built_labels, copy_workspace, doit, read_manifests, summary
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +30,7 @@ import numpy as np
 root = Path(sys.argv[1]); manifests = json.loads(sys.argv[2])
 sys.path.insert(0, str(root))
 import keras, tensorflow as tf
+from rules.core.specs import tree_from_json
 from rules.execution.verify import sample, max_abs_diff
 for mpath in manifests:
     m = json.loads(Path(mpath).read_text())
@@ -40,7 +41,7 @@ for mpath in manifests:
     weights = [p for p in m["inputs"]["files"] if p.endswith((".weights.h5", ".keras"))]
     model.load_weights(str(root / weights[0]))
     ep = next(e for e in m["record"]["endpoints"] if e["name"] == "serve")
-    args = [sample(t, np.random.default_rng(7)) for t in ep["inputs"]]
+    args = [sample(tree_from_json(t), np.random.default_rng(7)) for t in ep["inputs"]]
     diff = max_abs_diff(model(*args, training=False), loaded.serve(*args))
     assert diff < 1e-4, (m["label"], diff)
     assert "serving_default" in loaded.signatures, m["label"]
@@ -48,18 +49,10 @@ for mpath in manifests:
 """
 
 
-def _manifests(ws: Path) -> dict[str, dict[str, object]]:
-    found = {}
-    for path in (ws / "artifacts").rglob("*.manifest.json"):
-        data = json.loads(path.read_text())
-        found[data["label"]] = {"path": str(path), **data}
-    return found
-
-
 def test_every_export_loads_in_a_fresh_process_and_serves_keras_outputs(
     built_examples: Path,
 ) -> None:
-    manifests = _manifests(built_examples)
+    manifests = read_manifests(built_examples)
     assert set(manifests) >= EXPORTS
     for backend in ("tensorflow", "jax"):
         paths = [
@@ -79,7 +72,7 @@ def test_every_export_loads_in_a_fresh_process_and_serves_keras_outputs(
 
 
 def test_manifest_records_endpoints_signatures_and_check(built_examples: Path) -> None:
-    ranker = _manifests(built_examples)["//models/ranker:ranker_serving"]
+    ranker = read_manifests(built_examples)["//models/ranker:ranker_serving"]
     record = ranker["record"]
     names = [e["name"] for e in record["endpoints"]]  # type: ignore[index]
     assert names == ["serve", "serve_training"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import built_labels, copy_workspace, doit
+from tests.conftest import built_labels, copy_workspace, doit, read_manifests
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +32,7 @@ import numpy as np
 root = Path(sys.argv[1]); manifests = json.loads(sys.argv[2])
 sys.path.insert(0, str(root))
 import keras
+from rules.core.specs import tree_from_json
 from rules.execution.verify import sample, max_abs_diff
 for mpath in manifests:
     m = json.loads(Path(mpath).read_text())
@@ -41,7 +42,7 @@ for mpath in manifests:
     weights = [p for p in m["inputs"]["files"] if p.endswith((".weights.h5", ".keras"))]
     model.load_weights(str(root / weights[0]))
     ep = m["record"]["endpoints"][0]
-    args = [sample(t, np.random.default_rng(0)) for t in ep["inputs"]]
+    args = [sample(tree_from_json(t), np.random.default_rng(0)) for t in ep["inputs"]]
     flat = keras.tree.flatten(args)
     fmt = m["record"]["format"]
     if fmt == "onnx":
@@ -67,14 +68,6 @@ for mpath in manifests:
 """
 
 
-def _manifests(ws: Path) -> dict[str, dict[str, object]]:
-    found = {}
-    for path in (ws / "artifacts").rglob("*.manifest.json"):
-        data = json.loads(path.read_text())
-        found[data["label"]] = {"path": str(path), **data}
-    return found
-
-
 def _recheck(ws: Path, backend: str, paths: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-c", RECHECK, str(ws), json.dumps(paths)],
@@ -90,7 +83,7 @@ def _recheck(ws: Path, backend: str, paths: list[str]) -> None:
 def test_examples_are_exported_in_three_formats_each_checked_in_its_runtime(
     built_examples: Path,
 ) -> None:
-    manifests = _manifests(built_examples)
+    manifests = read_manifests(built_examples)
     exports = {k: m for k, m in manifests.items() if m["kind"] == "keras_export"}
     formats = {m["record"]["format"] for m in exports.values()}  # type: ignore[index]
     assert formats >= {"tf_saved_model", "onnx", "litert"}
@@ -172,7 +165,7 @@ def test_openvino_export_and_a_runtime_mismatch_fails_its_target(
 
     art = ws / "artifacts/models/mnist/mnist_openvino"
     assert sorted(p.name for p in art.iterdir()) == ["model.bin", "model.xml"]
-    manifest = _manifests(ws)["//models/mnist:mnist_openvino"]
+    manifest = read_manifests(ws)["//models/mnist:mnist_openvino"]
     check = manifest["record"]["verification"]  # type: ignore[index]
     assert check["passed"] and check["runtime"].startswith("OpenVINO Runtime")
     _recheck(ws, "tensorflow", [str(manifest["path"])])

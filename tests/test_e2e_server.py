@@ -16,11 +16,20 @@ from pathlib import Path
 import pytest
 
 from rules.core.fsio import pid_alive
+from rules.core.job import ExportJob
 from rules.execution.pool import WORKERS_AFTER
-from rules.execution.protocol import Job
+from rules.execution.protocol import JobRequest
 from rules.execution.server import client as server_client
 from rules.execution.server.protocol import server_paths
-from tests.conftest import built_labels, doit, new_workspace, stop_servers, summary, write_tree
+from tests.conftest import (
+    TINY_MODELS,
+    built_labels,
+    doit,
+    new_workspace,
+    stop_servers,
+    summary,
+    write_tree,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -29,21 +38,9 @@ MODEL = '''
 import os
 import time
 
-import keras
-
 VERSION = 1
 print(f"lib.model imported (version {VERSION}, pid {os.getpid()})", flush=True)
-
-
-def small():
-    inp = keras.Input((4,), name="x")
-    return keras.Model(inp, keras.layers.Dense(2)(inp))
-
-
-def other():
-    inp = keras.Input((4,), name="x")
-    return keras.Model(inp, keras.layers.Dense(3)(inp))
-
+''' + TINY_MODELS + '''
 
 def blocking():
     """The first call in this workspace hangs until it is killed; later ones build small()."""
@@ -221,8 +218,8 @@ def test_a_server_refuses_a_job_from_another_toolchain_and_retires(ws: Path) -> 
     _ok(doit(ws, "export"))
     pid = _pid(ws)
     paths = server_paths(ws / ".rules_keras", "tensorflow")
-    job = Job("//p1:e", "keras_export", "tensorflow", "lib.model:small", None,
-              str(ws / "unused"), {})
+    job = JobRequest(ExportJob("//p1:e", "tensorflow", "lib.model:small", "tf_saved_model"),
+                     str(ws / "unused"))
     with pytest.raises(server_client.ServerRefused, match="toolchain"):
         server_client.run(paths, ws, "0" * 64, 60.0, job, dict(os.environ))
     _wait(lambda: not _alive(pid), 30, "the refusing server to retire")

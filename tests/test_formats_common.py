@@ -7,25 +7,28 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rules.core.specs import Endpoint, SpecDict, TensorSpec
 from rules.execution.failures import JobFailure
 from rules.execution.formats.common import feed, named_leaves, require
 from rules.execution.verify import check_call, sample
 
 
-def _tensor(shape: list[int | None], name: str | None = None) -> dict[str, Any]:
-    return {"tensor": {"shape": shape, "dtype": "float32", "name": name}}
+def _tensor(shape: tuple[int | None, ...], name: str | None = None) -> TensorSpec:
+    return TensorSpec(shape, "float32", name)
 
 
-RANKER = {
-    "name": "serve",
-    "inputs": [{"dict": {"user": _tensor([None, 8], "user"), "item": _tensor([None, 8], "item")}}],
-}
-TAGGER = {"name": "serve", "inputs": [_tensor([None, 16])]}
+RANKER = Endpoint(
+    "serve",
+    inputs=(
+        SpecDict((("item", _tensor((None, 8), "item")), ("user", _tensor((None, 8), "user")))),
+    ),
+)
+TAGGER = Endpoint("serve", inputs=(_tensor((None, 16)),))
 
 
 def test_named_leaves_follow_keras_flatten_order() -> None:
     args = [{"user": np.zeros(1), "item": np.ones(1)}]
-    leaves = named_leaves(RANKER["inputs"], args)
+    leaves = named_leaves(RANKER.inputs, args)
     assert [name for name, _ in leaves] == ["item", "user"]
     assert leaves[0][1][0] == 1.0
 
@@ -51,7 +54,7 @@ def test_check_call_feeds_the_seed_0_sample_and_compares() -> None:
         return [args[0] * 2 + 1e-3]
 
     check = check_call(TAGGER, lambda x: x * 2, artifact, tolerance=1e-2)
-    expected = sample(TAGGER["inputs"][0], np.random.default_rng(0))
+    expected = sample(TAGGER.inputs[0], np.random.default_rng(0))
     np.testing.assert_array_equal(seen[0][0], expected)
     assert check["ok"] and check["sample_seed"] == 0
     assert check["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rules.core import toolchain
+from rules.core.backends import BACKENDS
 from rules.core.toolchain import TOOLCHAIN_DISTS, Toolchain, detect
 
 
@@ -103,10 +104,10 @@ def test_to_json_and_version() -> None:
 
 def test_missing_for_lists_uninstalled_backend_modules() -> None:
     chain = Toolchain("CPython 3.11.0", (), ())
-    for backend, modules in toolchain.BACKEND_MODULES.items():
-        expected = [m for m in modules if importlib.util.find_spec(m) is None]
+    for backend, info in BACKENDS.items():
+        expected = [m for m in info.modules if importlib.util.find_spec(m) is None]
         assert chain.missing_for(backend) == expected
-    assert "tensorflow" in toolchain.BACKEND_MODULES["jax"]
+    assert "tensorflow" in BACKENDS["jax"].modules
 
 
 def test_a_cache_with_a_wrong_shaped_mapping_is_recomputed(tmp_path: Path) -> None:

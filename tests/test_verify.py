@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rules.core.specs import SpecDict, tree_to_json
+from rules.core.specs import Endpoint, SpecDict
 from rules.execution.verify import DYNAMIC_DIM, INT_HIGH, WORDS, sample
 from rules.loading.specs import tensor_spec
 
 
 def _spec(shape: tuple[int | None, ...], dtype: str = "float32") -> Any:
-    return tree_to_json(tensor_spec(shape, dtype))
+    return tensor_spec(shape, dtype)
 
 
 def test_dynamic_dims_become_dynamic_dim() -> None:
@@ -55,7 +55,7 @@ def test_scalar_string() -> None:
 
 def test_nested_trees_keep_their_structure() -> None:
     x = tensor_spec((None, 2))
-    tree = tree_to_json((SpecDict((("b", x), ("a", (x, x)))), x))
+    tree = (SpecDict((("a", (x, x)), ("b", x))), x)
     out = sample(tree, np.random.default_rng(0))
     assert isinstance(out, list) and len(out) == 2
     assert list(out[0]) == ["a", "b"]
@@ -63,7 +63,7 @@ def test_nested_trees_keep_their_structure() -> None:
 
 
 def test_samples_are_deterministic_per_seed() -> None:
-    tree = tree_to_json((tensor_spec((None, 3)), tensor_spec((2,), "int32")))
+    tree = (tensor_spec((None, 3)), tensor_spec((2,), "int32"))
     first = sample(tree, np.random.default_rng(7))
     again = sample(tree, np.random.default_rng(7))
     other = sample(tree, np.random.default_rng(8))
@@ -113,10 +113,7 @@ class TestMaxAbsDiff:
         from rules.execution.verify import check_endpoints
 
         x = tensor_spec((None, 3))
-        endpoints = [
-            {"name": "serve", "inputs": [tree_to_json(x)]},
-            {"name": "off", "inputs": [tree_to_json(x)]},
-        ]
+        endpoints = [Endpoint("serve", inputs=(x,)), Endpoint("off", inputs=(x,))]
         keras_fns = {"serve": lambda a: a * 2, "off": lambda a: a}
         reloaded = {"serve": lambda a: a * 2, "off": lambda a: a + 0.5}
         records = check_endpoints(endpoints, keras_fns, reloaded, 1e-3)

@@ -13,11 +13,11 @@ from rules.analysis.imports import ImportScanner
 from rules.core.digests import DigestCache
 from rules.core.formats import EXPORT_FORMATS
 from rules.core.hashing import sha256_json
+from rules.core.job import ExportJob, TrainJob
 from rules.core.toolchain import Toolchain
-from rules.loading.targets import ExportTarget, TrainTarget
 
 # Bump when the meaning of a key input changes, so old cache entries stop matching.
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -34,42 +34,33 @@ class InputMissing(Exception):
 
 def code_modules(action: Action) -> list[str]:
     """Modules whose code runs during the action: factory, train function, endpoint fns."""
-    refs = [action.factory]
-    target = action.target
-    if isinstance(target, TrainTarget):
-        refs.append(target.train)
+    job = action.job
+    refs = [job.factory]
+    if isinstance(job, TrainJob):
+        refs.append(job.train)
     else:
-        refs.extend(ep.fn for ep in target.endpoints if ":" in ep.fn)
+        refs.extend(ep.fn for ep in job.endpoints if ":" in ep.fn)
     return sorted({ref.partition(":")[0] for ref in refs})
 
 
 def attributes(action: Action) -> dict[str, Any]:
-    """Rule attributes that change what is built; names, docs and paths are left out."""
-    target = action.target
-    if isinstance(target, TrainTarget):
-        return {"factory": target.factory, "train": target.train, "seed": target.seed}
-    assert isinstance(target, ExportTarget)
-    attrs = {
-        "factory": action.factory,
-        "format": target.format,
-        "endpoints": [ep.to_json() for ep in target.endpoints],
-        "variable_collections": [list(pair) for pair in target.variable_collections],
-        "track": list(target.track),
-        "tolerance": target.tolerance,
-        "jax2tf_kwargs": dict(target.jax2tf_kwargs) if target.jax2tf_kwargs is not None else None,
-    }
-    # Only when set, so the keys of targets without options stay what they were.
-    if target.format_options:
-        attrs["format_options"] = dict(target.format_options)
+    """What the action does, as the key hashes it: the job's key attributes.
+
+    The kind and the backend are kept apart from the rest, as top-level
+    fields of the key's document, so that explain() can name them plainly.
+    """
+    attrs = action.job.key_attributes()
+    for field in ("kind", "backend"):
+        attrs.pop(field)
     return attrs
 
 
 def format_tools(action: Action) -> dict[str, str]:
     """Converter and runtime versions of a non-SavedModel export; empty otherwise."""
-    target = action.target
-    if not isinstance(target, ExportTarget):
+    job = action.job
+    if not isinstance(job, ExportJob):
         return {}
-    return EXPORT_FORMATS[target.format].tool_versions()
+    return EXPORT_FORMATS[job.format].tool_versions()
 
 
 def compute(
@@ -90,8 +81,8 @@ def compute(
     inputs = {
         "schema": KEY_SCHEMA,
         "rules_keras": rules.__version__,
-        "kind": action.kind,
-        "backend": action.backend,
+        "kind": action.job.kind,
+        "backend": action.job.backend,
         "attrs": attributes(action),
         "files": files,
         "code": dict(closure.files),

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import cast
 
+from rules.core.backends import BACKENDS, Backend
 from rules.core.errors import did_you_mean
 from rules.core.formats import EXPORT_FORMATS
+from rules.core.frozen import FrozenMap
+from rules.core.job import ExportJob, Job, TrainJob
 from rules.loading.build_files import Package
 from rules.loading.labels import Label
 from rules.loading.targets import (
@@ -27,6 +31,7 @@ RULE_NAMES = {TrainTarget: "keras_train", ModelTarget: "keras_model", ExportTarg
 class Action:
     """One thing to build: a keras_train or keras_export target, fully resolved.
 
+    `job` is what the action does, for the worker and for the key alike;
     `inputs` are the files whose content enters the key, `deps` the train
     actions that produce some of them, `output` the workspace-relative path.
     """
@@ -34,16 +39,26 @@ class Action:
     label: Label
     target: TrainTarget | ExportTarget
     model: ModelTarget | None
-    backend: str
-    factory: str
-    weights: str | None
+    job: Job
     inputs: tuple[str, ...]
     deps: tuple[Label, ...]
     output: str
 
     @property
     def kind(self) -> str:
-        return "keras_train" if isinstance(self.target, TrainTarget) else "keras_export"
+        return self.job.kind
+
+    @property
+    def backend(self) -> str:
+        return self.job.backend
+
+    @property
+    def factory(self) -> str:
+        return self.job.factory
+
+    @property
+    def weights(self) -> str | None:
+        return self.job.weights
 
     @property
     def doc(self) -> str:
@@ -148,13 +163,19 @@ class _Resolver:
             weights, dep = (None, None)
             if target.weights is not None:
                 weights, dep = self.weights(target.weights, label, "weights")
+            train = TrainJob(
+                label=str(label),
+                backend=_backend(target.backend),
+                factory=target.factory,
+                train=target.train,
+                seed=target.seed,
+                weights=weights,
+            )
             return Action(
                 label=label,
                 target=target,
                 model=None,
-                backend=target.backend,
-                factory=target.factory,
-                weights=weights,
+                job=train,
                 inputs=tuple(sorted({*data, *([weights] if weights else [])})),
                 deps=(dep,) if dep else (),
                 output=output_path(target),
@@ -174,13 +195,25 @@ class _Resolver:
             )
         data = [self.check_file(f, "data") for f in model.data]
         weights, dep = self.weights(model.weights, model.label, "weights")
+        kwargs = target.jax2tf_kwargs
+        job = ExportJob(
+            label=str(label),
+            backend=_backend(model.backend),
+            factory=model.factory,
+            format=target.format,
+            weights=weights,
+            endpoints=target.endpoints,
+            variable_collections=target.variable_collections,
+            track=target.track,
+            tolerance=target.tolerance,
+            jax2tf_kwargs=None if kwargs is None else FrozenMap(dict(kwargs)),
+            format_options=FrozenMap(dict(target.format_options)),
+        )
         return Action(
             label=label,
             target=target,
             model=model,
-            backend=model.backend,
-            factory=model.factory,
-            weights=weights,
+            job=job,
             inputs=tuple(sorted({*data, weights})),
             deps=(dep,) if dep else (),
             output=output_path(target),
@@ -189,6 +222,12 @@ class _Resolver:
 
 class _Unresolved(Exception):
     pass
+
+
+def _backend(name: str) -> Backend:
+    # Loading only lets BACKENDS' names through; this narrows the type.
+    assert name in BACKENDS, name
+    return cast(Backend, name)
 
 
 def analyse(root: Path, packages: tuple[Package, ...]) -> BuildGraph:

@@ -22,10 +22,6 @@ class Closure:
     third_party: tuple[str, ...]
 
 
-class ModuleNotFound(Exception):
-    """The module named by a factory or fn reference is not in the workspace."""
-
-
 class ImportScanner:
     """Resolves modules under a workspace root and parses their imports, with a cache.
 

@@ -18,6 +18,8 @@ class ExportFormat:
     extra: the rules-keras extra that installs `modules`.
     options: names accepted in format_options; None means any name (converter settings).
     runtime: what verifies the artifact, for messages and the manifest.
+    exporter: the module under rules.execution.formats that exports and checks it;
+        "" means the module is named like the format.
     """
 
     name: str
@@ -28,6 +30,7 @@ class ExportFormat:
     extra: str | None
     options: frozenset[str] | None
     runtime: str
+    exporter: str = ""
 
     def missing(self, backend: str) -> list[str]:
         """Optional modules this format needs on `backend` that are not installed.
@@ -73,6 +76,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
             extra=None,
             options=frozenset(),
             runtime="TensorFlow",
+            exporter="saved_model",
         ),
         ExportFormat(
             name="onnx",

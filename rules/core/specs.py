@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,43 @@ def endpoint_from_json(data: Mapping[str, Any]) -> Endpoint:
         tuple(tree_from_json(t) for t in data["inputs"]),
         data["training"],
     )
+
+
+def map_tree(leaf_fn: Callable[[TensorSpec], Any], tree: SpecTree) -> Any:
+    """The nest `tree` describes, with `leaf_fn(spec)` at each leaf: dicts stay dicts (keys
+    sorted), sequences become lists. Samples, tf.TensorSpecs and keras.InputSpecs are all
+    built this way, so every consumer walks a spec tree in the same order as Keras does."""
+    if isinstance(tree, TensorSpec):
+        return leaf_fn(tree)
+    if isinstance(tree, SpecDict):
+        return {key: map_tree(leaf_fn, value) for key, value in tree.items}
+    return [map_tree(leaf_fn, t) for t in tree]
+
+
+class Leaf(NamedTuple):
+    """One tensor of a spec tree: where it sits, its input name, its spec."""
+
+    path: tuple[str | int, ...]
+    name: str | None
+    spec: TensorSpec
+
+
+def leaves(tree: SpecTree, path: tuple[str | int, ...] = ()) -> list[Leaf]:
+    """The leaves in Keras's flattening order (dict keys sorted), each with its path in the
+    tree and its input name: the spec's own name, else the nearest dict key."""
+    if isinstance(tree, TensorSpec):
+        return [Leaf(path, tree.name, tree)]
+    if isinstance(tree, SpecDict):
+        return [
+            leaf._replace(name=leaf.name or key)
+            for key, value in tree.items
+            for leaf in leaves(value, (*path, key))
+        ]
+    return [leaf for i, t in enumerate(tree) for leaf in leaves(t, (*path, i))]
+
+
+def at_path(nest: Any, path: tuple[str | int, ...]) -> Any:
+    """The value at `path` in a nest of lists and dicts built like the spec tree."""
+    for step in path:
+        nest = nest[step]
+    return nest

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rules.core.backends import BACKENDS
 from rules.core.fsio import read_json, write_json
 
 # Distributions that provide each toolchain module. tensorflow-cpu installs the
@@ -22,11 +23,6 @@ TOOLCHAIN_DISTS: dict[str, tuple[str, ...]] = {
     "tensorflow": ("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-macos"),
     "jax": ("jax",),
     "jaxlib": ("jaxlib",),
-}
-# Modules each backend's exports need: JAX exports go through jax2tf into TF.
-BACKEND_MODULES: dict[str, tuple[str, ...]] = {
-    "tensorflow": ("keras", "tensorflow"),
-    "jax": ("keras", "jax", "jaxlib", "tensorflow"),
 }
 # Environment variables that change what an export computes. A set one enters
 # every action key's toolchain and the export server's fingerprint, so setting
@@ -39,10 +35,6 @@ NUMERICS_ENV = (
     "JAX_ENABLE_X64",
     "JAX_DEFAULT_MATMUL_PRECISION",
 )
-INSTALL_HINT = {
-    "tensorflow": "pip install 'rules-keras[tensorflow]'",
-    "jax": "pip install 'rules-keras[jax]'",
-}
 
 
 @dataclass(frozen=True)
@@ -61,7 +53,7 @@ class Toolchain:
 
     def missing_for(self, backend: str) -> list[str]:
         """Modules the backend needs that are not installed."""
-        return [m for m in BACKEND_MODULES[backend] if importlib.util.find_spec(m) is None]
+        return [m for m in BACKENDS[backend].modules if importlib.util.find_spec(m) is None]
 
     def third_party(self, top_levels: Iterable[str]) -> dict[str, str]:
         """Distribution versions for third-party modules that model code imports."""

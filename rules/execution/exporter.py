@@ -5,24 +5,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from rules.core.formats import EXPORT_FORMATS
+from rules.core.job import ExportJob
 from rules.execution.failures import JobFailure
-from rules.execution.protocol import Job
-
-# Module per format, imported on first use: each pulls in its own converter.
-MODULES = {
-    "tf_saved_model": "rules.execution.formats.saved_model",
-    "onnx": "rules.execution.formats.onnx",
-    "litert": "rules.execution.formats.litert",
-    "openvino": "rules.execution.formats.openvino",
-}
 
 
-def export(job: Job) -> dict[str, Any]:
-    """Export and verify one target; returns the record stored in the manifest."""
-    fmt = job.options.get("format")
-    if fmt not in MODULES:
+def export(job: ExportJob, out: str) -> dict[str, Any]:
+    """Export and verify one target into `out`; returns the record stored in the manifest."""
+    fmt = EXPORT_FORMATS.get(job.format)
+    if fmt is None:
         raise JobFailure(
-            "ProtocolError", f"no exporter for format {fmt!r}; known: {sorted(MODULES)}"
+            "ProtocolError",
+            f"no exporter for format {job.format!r}; known: {sorted(EXPORT_FORMATS)}",
         )
-    record: dict[str, Any] = importlib.import_module(MODULES[fmt]).export(job)
+    # Imported on first use: each format module pulls in its own converter.
+    module = importlib.import_module(f"rules.execution.formats.{fmt.exporter or fmt.name}")
+    record: dict[str, Any] = module.export(job, out)
     return record

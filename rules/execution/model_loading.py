@@ -8,8 +8,9 @@ from typing import Any
 from rules.execution.failures import JobFailure, import_ref, user_traceback
 
 
-def build_model(factory: str, weights: str | None, weights_display: str | None) -> Any:
-    """Call the factory and load the weights; failures name the factory or weights file."""
+def build_model(factory: str, weights: str | None) -> Any:
+    """Call the factory and load the weights (a workspace-relative path; the working
+    directory is the workspace); failures name the factory or the weights file."""
     import keras
 
     fn = import_ref(factory, "factory")
@@ -34,7 +35,7 @@ def build_model(factory: str, weights: str | None, weights_display: str | None) 
         except Exception as err:
             raise JobFailure(
                 "WeightsMismatch",
-                f"weights {weights_display or weights} do not fit the model built by "
+                f"weights {weights} do not fit the model built by "
                 f"{factory!r}: {_weights_problem(err)}",
             ) from err
     return model

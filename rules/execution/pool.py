@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from rules.execution.protocol import Job, JobResult
+from rules.execution.protocol import PING, JobRequest, JobResult, decode, encode
 from rules.execution.server import client as server_client
 from rules.execution.server.route import ServerConfig, ServerRoute
 
@@ -68,10 +68,17 @@ class Worker:
         os.close(write_fd)
         self._results = os.fdopen(read_fd, "rb")
 
-    def run(self, job: Job) -> JobResult:
+    def run(self, request: JobRequest) -> JobResult:
+        return self._exchange(request.to_wire())
+
+    def ping(self) -> JobResult:
+        """Answered once the worker has imported its backend."""
+        return self._exchange(PING)
+
+    def _exchange(self, message: dict[str, object]) -> JobResult:
         assert self.process.stdin is not None
         try:
-            self.process.stdin.write(job.to_line())
+            self.process.stdin.write(encode(message))
             self.process.stdin.flush()
             line = self._results.readline()
         except (BrokenPipeError, OSError):
@@ -83,7 +90,7 @@ class Worker:
                 f"the {self.backend} worker exited with code {code} while building; "
                 "see its output above (out of memory or a crash in native code?)",
             )
-        return JobResult.from_line(line)
+        return JobResult.from_wire(decode(line))
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -129,27 +136,28 @@ class WorkerPool:
         self._closed = False
         atexit.register(self.close)
 
-    def run(self, job: Job) -> JobResult:
+    def run(self, request: JobRequest) -> JobResult:
+        backend = request.job.backend
         worker = None
         if self._route is not None:
-            worker = self._ready_worker(job.backend)
+            worker = self._ready_worker(backend)
             if worker is None:
-                result = self._run_on_server(job)
+                result = self._run_on_server(request)
                 if result is not None:
                     return result
         if worker is None:
-            worker = self._checkout(job.backend)
-        result = worker.run(job)
+            worker = self._checkout(backend)
+        result = worker.run(request)
         with self._lock:
             if worker.alive():
-                self._idle[job.backend].append(worker)
+                self._idle[backend].append(worker)
             else:
                 self._all.remove(worker)
         return result
 
-    def _run_on_server(self, job: Job) -> JobResult | None:
+    def _run_on_server(self, request: JobRequest) -> JobResult | None:
         assert self._route is not None
-        backend = job.backend
+        backend = request.job.backend
         with self._lock:
             self._served[backend] = served = self._served.get(backend, 0) + 1
             self._in_server[backend] = busy = self._in_server.get(backend, 0) + 1
@@ -163,7 +171,7 @@ class WorkerPool:
         if warm_one:
             threading.Thread(target=self._warm_worker, args=(backend,), daemon=True).start()
         try:
-            return self._route.run(job, worker_env(backend))
+            return self._route.run(request, worker_env(backend))
         finally:
             with self._lock:
                 self._in_server[backend] -= 1
@@ -179,8 +187,7 @@ class WorkerPool:
                 if self._closed:
                     raise RuntimeError("the build is over")
                 self._all.append(worker)
-            # run_job answers any job once Keras is imported; this kind does nothing.
-            worker.run(Job("(ready?)", "ready_probe", backend, "", None, "", {}))
+            worker.ping()
         except Exception:
             if worker is not None and worker not in self._all:
                 worker.close()

@@ -1,4 +1,10 @@
-"""Messages between the build process and a worker: one JSON object per line."""
+"""Messages between the build and whatever runs a job: one JSON object per line.
+
+A request carries the typed job (rules.core.job) in its wire form and the
+staging path to write; the receiving process parses it once, on the first
+line that reads it. A ping asks a fresh worker to answer once its imports
+are done.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +13,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rules.core.job import Job, job_from_wire
+
 
 @dataclass(frozen=True)
-class Job:
-    """One unit of work for a worker of `backend`.
+class JobRequest:
+    """Run `job`, writing its artifact at `out` (a staging path the caller publishes)."""
 
-    `out` is the staging path the worker writes; the caller publishes it.
-    `options` holds the rule-specific settings, already JSON.
-    """
-
-    label: str
-    kind: str
-    backend: str
-    factory: str
-    weights: str | None
+    job: Job
     out: str
-    options: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_line(self) -> bytes:
-        body = {
-            "label": self.label,
-            "kind": self.kind,
-            "backend": self.backend,
-            "factory": self.factory,
-            "weights": self.weights,
-            "out": self.out,
-            "options": dict(self.options),
-        }
-        return (json.dumps(body) + "\n").encode("utf-8")
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": "run", "job": self.job.to_wire(), "out": self.out}
 
     @classmethod
-    def from_line(cls, line: bytes) -> Job:
-        return cls(**json.loads(line))
+    def from_wire(cls, data: Mapping[str, Any]) -> JobRequest:
+        return cls(job_from_wire(data["job"]), str(data["out"]))
+
+
+PING: dict[str, Any] = {"op": "ping"}
 
 
 @dataclass(frozen=True)
@@ -51,20 +44,38 @@ class JobResult:
     message: str = ""
     details: str = ""
 
-    def to_line(self) -> bytes:
-        body = {
+    def to_wire(self) -> dict[str, Any]:
+        return {
             "ok": self.ok,
             "record": dict(self.record),
             "error_kind": self.error_kind,
             "message": self.message,
             "details": self.details,
         }
-        return (json.dumps(body) + "\n").encode("utf-8")
 
     @classmethod
-    def from_line(cls, line: bytes) -> JobResult:
-        return cls(**json.loads(line))
+    def from_wire(cls, data: Mapping[str, Any]) -> JobResult:
+        return cls(
+            ok=bool(data["ok"]),
+            record=dict(data.get("record") or {}),
+            error_kind=str(data.get("error_kind", "")),
+            message=str(data.get("message", "")),
+            details=str(data.get("details", "")),
+        )
 
     @classmethod
     def failure(cls, kind: str, message: str, details: str = "") -> JobResult:
         return cls(False, {}, kind, message, details)
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """One message as a line of JSON."""
+    return (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """The message on one line; ValueError if it is not a JSON object."""
+    message = json.loads(line)
+    if not isinstance(message, dict):
+        raise ValueError(f"expected a JSON object. Received: {type(message).__name__}")
+    return message

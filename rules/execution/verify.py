@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from rules.core.specs import Endpoint, SpecTree, TensorSpec, map_tree
 
 # Dynamic dimensions become this size in sample inputs: small, but more than 1
 # so that batch-dependent bugs (e.g. a squeezed axis) still show.
@@ -16,15 +18,14 @@ INT_HIGH = 4
 WORDS = ("the", "a", "good", "bad", "movie", "great", "plot", "boring", "fun", "model")
 
 
-def sample(tree: Any, rng: np.random.Generator) -> Any:
-    """A nest of numpy arrays matching a spec tree in its JSON form."""
-    if isinstance(tree, list):
-        return [sample(t, rng) for t in tree]
-    if "dict" in tree:
-        return {k: sample(v, rng) for k, v in sorted(tree["dict"].items())}
-    spec = tree["tensor"]
-    shape = tuple(DYNAMIC_DIM if d is None else d for d in spec["shape"])
-    dtype = spec["dtype"]
+def sample(tree: SpecTree, rng: np.random.Generator) -> Any:
+    """A nest of numpy arrays matching a spec tree, drawn leaf by leaf in Keras's order."""
+    return map_tree(lambda spec: _sample_leaf(spec, rng), tree)
+
+
+def _sample_leaf(spec: TensorSpec, rng: np.random.Generator) -> Any:
+    shape = tuple(DYNAMIC_DIM if d is None else d for d in spec.shape)
+    dtype = spec.dtype
     if dtype == "string":
         words = rng.choice(WORDS, size=(*shape, 3))
         return np.array([" ".join(w) for w in words.reshape(-1, 3)], dtype=object).reshape(shape)
@@ -69,7 +70,7 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def check_endpoints(
-    endpoints: list[Mapping[str, Any]],
+    endpoints: Sequence[Endpoint],
     keras_fns: Mapping[str, Callable[..., Any]],
     reloaded: Mapping[str, Callable[..., Any]],
     tolerance: float,
@@ -82,17 +83,17 @@ def check_endpoints(
     records = []
     for index, ep in enumerate(endpoints):
         rng = np.random.default_rng(index)
-        args = [sample(tree, rng) for tree in ep["inputs"]]
-        expected = keras_fns[ep["name"]](*args)
-        got = reloaded[ep["name"]](*args)
+        args = [sample(tree, rng) for tree in ep.inputs]
+        expected = keras_fns[ep.name](*args)
+        got = reloaded[ep.name](*args)
         diff = max_abs_diff(expected, got)
         ok = diff <= tolerance
-        records.append({"name": ep["name"], "sample_seed": index, "max_abs_diff": diff, "ok": ok})
+        records.append({"name": ep.name, "sample_seed": index, "max_abs_diff": diff, "ok": ok})
     return records
 
 
 def check_call(
-    ep: Mapping[str, Any],
+    ep: Endpoint,
     keras_fn: Callable[..., Any],
     artifact_fn: Callable[[list[Any]], Any],
     tolerance: float,
@@ -104,8 +105,8 @@ def check_call(
     `artifact_fn` takes the positional arguments as a list.
     """
     rng = np.random.default_rng(0)
-    args = [sample(tree, rng) for tree in ep["inputs"]]
+    args = [sample(tree, rng) for tree in ep.inputs]
     expected = keras_fn(*args)
     got = artifact_fn(args)
     diff = max_abs_diff(expected, got)
-    return {"name": ep["name"], "sample_seed": 0, "max_abs_diff": diff, "ok": diff <= tolerance}
+    return {"name": ep.name, "sample_seed": 0, "max_abs_diff": diff, "ok": diff <= tolerance}

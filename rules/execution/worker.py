@@ -8,14 +8,17 @@ import sys
 import time
 from typing import Any
 
+from rules.core.backends import BACKENDS
+from rules.core.job import ExportJob
 from rules.execution.failures import JobFailure, user_traceback
-from rules.execution.protocol import Job, JobResult
+from rules.execution.protocol import JobRequest, JobResult, decode, encode
 
 
-def run_job(job: Job) -> JobResult:
+def run_job(request: JobRequest) -> JobResult:
     """Run one job; every exception becomes a JobResult so the worker survives it."""
     import keras
 
+    job = request.job
     # Fresh naming and graph state per job: layer names (and so checkpoints'
     # keys) must not depend on which targets this worker built before.
     keras.backend.clear_session()
@@ -26,16 +29,14 @@ def run_job(job: Job) -> JobResult:
                 "BackendError",
                 f"worker runs Keras backend {keras.backend.backend()!r}, job needs {job.backend!r}",
             )
-        if job.kind == "keras_export":
+        if isinstance(job, ExportJob):
             from rules.execution.exporter import export
 
-            record: dict[str, Any] = export(job)
-        elif job.kind == "keras_train":
+            record: dict[str, Any] = export(job, request.out)
+        else:
             from rules.execution.trainer import train
 
-            record = train(job)
-        else:
-            raise JobFailure("ProtocolError", f"unknown job kind {job.kind!r}")
+            record = train(job, request.out)
     except JobFailure as failure:
         return JobResult.failure(failure.kind, failure.message, failure.details)
     except Exception as err:
@@ -44,6 +45,18 @@ def run_job(job: Job) -> JobResult:
         )
     record["seconds"] = round(time.perf_counter() - started, 3)
     return JobResult(True, record)
+
+
+def answer(line: bytes) -> JobResult:
+    """The reply to one request line: a ping's (imports done) or a job's."""
+    try:
+        message = decode(line)
+        if message.get("op") == "ping":
+            return JobResult(True)
+        request = JobRequest.from_wire(message)
+    except (ValueError, KeyError) as err:
+        return JobResult.failure("ProtocolError", f"malformed request: {err}")
+    return run_job(request)
 
 
 def main(argv: list[str]) -> int:
@@ -56,21 +69,19 @@ def main(argv: list[str]) -> int:
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
     except ImportError as err:
-        hint = "pip install 'rules-keras[jax]'" if backend == "jax" else (
-            "pip install 'rules-keras[tensorflow]'"
-        )
+        hint = BACKENDS[backend].install if backend in BACKENDS else BACKENDS["tensorflow"].install
         failure = JobResult.failure(
             "BackendMissing", f"the {backend} backend is not installed ({err}); {hint}"
         )
         for _ in sys.stdin.buffer:
-            results.write(failure.to_line())
+            results.write(encode(failure.to_wire()))
         return 0
     # clear_session() runs a full collection before every job; without this it
     # walks the ~350k objects the TensorFlow import left, 0.17 s per export.
     gc.freeze()
     for line in sys.stdin.buffer:
         if line.strip():
-            results.write(run_job(Job.from_line(line)).to_line())
+            results.write(encode(answer(line).to_wire()))
     return 0
 
 

@@ -8,8 +8,6 @@ from typing import Any
 from rules.core.specs import Endpoint
 from rules.loading.labels import Label
 
-BACKENDS = ("tensorflow", "jax")
-
 
 @dataclass(frozen=True)
 class FileRef:

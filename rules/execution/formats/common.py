@@ -1,14 +1,16 @@
-"""Helpers the format modules share: signatures, the default endpoint, the runtime check."""
+"""Helpers the format modules share: signatures, the default endpoint, inputs by name, errors."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rules.core.errors import did_you_mean
 from rules.core.formats import EXPORT_FORMATS
+from rules.core.job import ExportJob
+from rules.core.specs import Endpoint, SpecDict, SpecTree, TensorSpec, at_path, leaves, map_tree
 from rules.execution.failures import JobFailure, user_traceback
-from rules.execution.verify import check_call
 
 
 def require(format: str, backend: str) -> None:
@@ -27,7 +29,7 @@ def require(format: str, backend: str) -> None:
             ) from err
 
 
-def default_endpoint(model: Any) -> dict[str, Any]:
+def default_endpoint(model: Any) -> Endpoint:
     """Model.export's default: `serve` calls the model in inference mode."""
     from keras.src.export.export_utils import get_input_signature
 
@@ -39,113 +41,59 @@ def default_endpoint(model: Any) -> dict[str, Any]:
             f"cannot infer the model's input signature ({err}); declare endpoints= "
             "with explicit inputs",
         ) from err
-    return {
-        "name": "serve",
-        "fn": "call",
-        "training": None,
-        "inputs": [spec_json(tree) for tree in signature],
-    }
+    return Endpoint("serve", "call", tuple(tree_from_keras(tree) for tree in signature), None)
 
 
-def call_endpoint(model: Any, opts: Mapping[str, Any]) -> dict[str, Any]:
+def call_endpoint(model: Any, job: ExportJob) -> Endpoint:
     """The one endpoint of a call-only format: the declared one, else the default."""
-    declared = list(opts["endpoints"])
-    return dict(declared[0]) if declared else default_endpoint(model)
+    return job.endpoints[0] if job.endpoints else default_endpoint(model)
 
 
-def spec_json(tree: Any) -> Any:
-    """JSON form (rules.loading.specs.tree_to_json) of a Keras or TF spec tree."""
+def tree_from_keras(tree: Any) -> SpecTree:
+    """The typed spec tree of a Keras or TF spec tree (dicts, lists and specs)."""
     if isinstance(tree, Mapping):
-        return {"dict": {k: spec_json(v) for k, v in sorted(tree.items())}}
+        return SpecDict(tuple((k, tree_from_keras(v)) for k, v in sorted(tree.items())))
     if isinstance(tree, (list, tuple)):
-        return [spec_json(t) for t in tree]
-    shape = [None if d is None else int(d) for d in tree.shape]
+        return tuple(tree_from_keras(t) for t in tree)
+    shape = tuple(None if d is None else int(d) for d in tree.shape)
     dtype = str(getattr(tree.dtype, "name", tree.dtype))
-    return {"tensor": {"shape": shape, "dtype": dtype, "name": getattr(tree, "name", None)}}
+    return TensorSpec(shape, dtype, getattr(tree, "name", None))
 
 
-def tf_specs(tree: Any, tf: Any) -> Any:
-    """tf.TensorSpec tree for a JSON spec tree."""
-    if isinstance(tree, list):
-        return [tf_specs(t, tf) for t in tree]
-    if "dict" in tree:
-        return {k: tf_specs(v, tf) for k, v in tree["dict"].items()}
-    spec = tree["tensor"]
-    return tf.TensorSpec(spec["shape"], tf.as_dtype(spec["dtype"]), name=spec["name"])
+def tf_specs(tree: SpecTree, tf: Any) -> Any:
+    """tf.TensorSpec tree for a spec tree."""
+    return map_tree(lambda s: tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name), tree)
 
 
-def input_specs(tree: Any) -> Any:
-    """keras.InputSpec tree for a JSON spec tree: every backend's exporter reads these."""
+def input_specs(tree: SpecTree) -> Any:
+    """keras.InputSpec tree for a spec tree: every backend's exporter reads these."""
     import keras
 
-    if isinstance(tree, list):
-        return [input_specs(t) for t in tree]
-    if "dict" in tree:
-        return {k: input_specs(v) for k, v in tree["dict"].items()}
-    spec = tree["tensor"]
-    return keras.InputSpec(shape=tuple(spec["shape"]), dtype=spec["dtype"], name=spec["name"])
+    return map_tree(lambda s: keras.InputSpec(shape=s.shape, dtype=s.dtype, name=s.name), tree)
 
 
-def named_leaves(tree: Any, args: Any) -> list[tuple[str | None, Any]]:
-    """Flatten sample arguments in Keras's order, each with its spec name (or dict key)."""
-    if isinstance(tree, list):
-        return [leaf for t, a in zip(tree, args, strict=True) for leaf in named_leaves(t, a)]
-    if "dict" in tree:
-        return [
-            (name or key, value)
-            for key in sorted(tree["dict"])
-            for name, value in named_leaves(tree["dict"][key], args[key])
-        ]
-    return [(tree["tensor"]["name"], args)]
+def named_leaves(trees: Sequence[SpecTree], args: Any) -> list[tuple[str | None, Any]]:
+    """Sample arguments in Keras's flattening order, each with its spec name (or dict key)."""
+    return [(leaf.name, at_path(args, leaf.path)) for leaf in leaves(tuple(trees))]
 
 
-def feed(runtime_names: list[str], ep: Mapping[str, Any], args: list[Any]) -> dict[str, Any]:
+def feed(runtime_names: list[str], ep: Endpoint, args: list[Any]) -> dict[str, Any]:
     """Map sample arguments to the artifact's input names.
 
     By name when the artifact kept every spec name (converters keep the names
     of named specs but rename unnamed ones, e.g. args_0), else by position.
     """
-    leaves = named_leaves(list(ep["inputs"]), args)
-    names = [name for name, _ in leaves]
+    pairs = named_leaves(ep.inputs, args)
+    names = [name for name, _ in pairs]
     if sorted(runtime_names) == sorted(n for n in names if n is not None) and None not in names:
-        return {name: value for name, value in leaves if name is not None}
-    if len(runtime_names) != len(leaves):
+        return {name: value for name, value in pairs if name is not None}
+    if len(runtime_names) != len(pairs):
         raise JobFailure(
             "VerificationError",
-            f"the artifact has inputs {runtime_names} but endpoint {ep['name']!r} declares "
-            f"{len(leaves)}: {names}",
+            f"the artifact has inputs {runtime_names} but endpoint {ep.name!r} declares "
+            f"{len(pairs)}: {names}",
         )
-    return {rt: value for rt, (_, value) in zip(runtime_names, leaves, strict=True)}
-
-
-def verify_call(
-    format: str,
-    model: Any,
-    ep: Mapping[str, Any],
-    run: Callable[[list[Any]], Any],
-    tolerance: float,
-    runtime: str,
-) -> dict[str, Any]:
-    """Run the parity check and return the manifest's verification record, or fail the job."""
-    try:
-        check = check_call(ep, lambda *args: model(*args, training=False), run, tolerance)
-    except JobFailure:
-        raise
-    except Exception as err:
-        raise JobFailure(
-            "VerificationError",
-            f"running the {format} artifact in {runtime} on a sample input failed: "
-            f"{type(err).__name__}: {first_line(err)}",
-            user_traceback(err),
-        ) from err
-    if not check["ok"]:
-        raise JobFailure(
-            "VerificationMismatch",
-            f"the {format} artifact, run in {runtime}, differs from Keras: max abs diff "
-            f"{check['max_abs_diff']:.3g} > tolerance {tolerance:g} (raise `tolerance` on the "
-            "target if this is expected numerical noise, e.g. from quantization)",
-        )
-    return {"runtime": runtime, "tolerance": tolerance, "checks": [check], "passed": True}
+    return {rt: value for rt, (_, value) in zip(runtime_names, pairs, strict=True)}
 
 
 def export_failed(format: str, err: Exception) -> JobFailure:
@@ -162,8 +110,6 @@ def layer(model: Any, name: str, attr: str) -> Any:
     try:
         return model.get_layer(name)
     except ValueError:
-        from rules.core.errors import did_you_mean
-
         names = [lyr.name for lyr in model.layers]
         raise JobFailure(
             "AttributeError",

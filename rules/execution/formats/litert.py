@@ -6,41 +6,28 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from rules.core.faults import pause_point
+from rules.core.job import ExportJob
+from rules.core.specs import Endpoint
 from rules.execution.failures import JobFailure
-from rules.execution.formats.common import (
-    call_endpoint,
-    export_failed,
-    feed,
-    input_specs,
-    require,
-    verify_call,
-)
-from rules.execution.model_loading import build_model
-from rules.execution.protocol import Job
+from rules.execution.formats import call_only
+from rules.execution.formats.call_only import Adapter, Opened
+from rules.execution.formats.common import feed
 
 
-def export(job: Job) -> dict[str, Any]:
-    """Export `job.out` (a .tflite path) and check it; returns the manifest record."""
-    require("litert", job.backend)
+def export(job: ExportJob, out: str) -> dict[str, Any]:
+    """Export `out` (a .tflite path) and check it; returns the manifest record."""
+    return call_only.export(job, out, Adapter(_write, _open))
+
+
+def _write(model: Any, out: str, signature: list[Any], job: ExportJob) -> None:
+    settings = converter_options(job.format_options.thaw())
+    model.export(out, format="litert", verbose=False, input_signature=signature, **settings)
+
+
+def _open(out: str, ep: Endpoint) -> Opened:
     from ai_edge_litert.interpreter import Interpreter
 
-    opts = job.options
-    declared = dict(opts.get("format_options") or {})
-    model = build_model(job.factory, job.weights, opts.get("weights_display"))
-    ep = call_endpoint(model, opts)
-    signature = [input_specs(tree) for tree in ep["inputs"]]
-    converter_settings = converter_options(declared)
-    try:
-        model.export(
-            job.out, format="litert", verbose=False, input_signature=signature,
-            **converter_settings,
-        )
-    except Exception as err:
-        raise export_failed("litert", err) from err
-
-    pause_point("export")
-    interpreter = Interpreter(model_path=job.out)
+    interpreter = Interpreter(model_path=out)
     signatures = interpreter.get_signature_list()
     if len(signatures) != 1:
         raise JobFailure(
@@ -57,16 +44,7 @@ def export(job: Job) -> dict[str, Any]:
         return [outputs[k] for k in sorted(outputs, key=_number)]
 
     runtime = f"LiteRT interpreter (ai-edge-litert {_version('ai-edge-litert')})"
-    verification = verify_call("litert", model, ep, run, opts["tolerance"], runtime)
-    return {
-        "format": "litert",
-        "backend": job.backend,
-        "endpoints": [ep],
-        "format_options": declared,
-        "signature": key,
-        "inputs": names,
-        "verification": verification,
-    }
+    return Opened(names, run, runtime, {"signature": key})
 
 
 def converter_options(declared: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,52 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from rules.core.faults import pause_point
-from rules.execution.formats.common import (
-    call_endpoint,
-    export_failed,
-    feed,
-    input_specs,
-    require,
-    verify_call,
-)
-from rules.execution.model_loading import build_model
-from rules.execution.protocol import Job
+from rules.core.job import ExportJob
+from rules.core.specs import Endpoint
+from rules.execution.formats import call_only
+from rules.execution.formats.call_only import Adapter, Opened
+from rules.execution.formats.common import feed
 
 
-def export(job: Job) -> dict[str, Any]:
-    """Export `job.out` as a .onnx file and check it; returns the manifest record."""
-    require("onnx", job.backend)
+def export(job: ExportJob, out: str) -> dict[str, Any]:
+    """Export `out` as a .onnx file and check it; returns the manifest record."""
+    return call_only.export(job, out, Adapter(_write, _open))
+
+
+def _write(model: Any, out: str, signature: list[Any], job: ExportJob) -> None:
+    model.export(out, format="onnx", verbose=False, input_signature=signature,
+                 **job.format_options.thaw())
+
+
+def _open(out: str, ep: Endpoint) -> Opened:
     import onnxruntime
 
-    opts = job.options
-    options = dict(opts.get("format_options") or {})
-    model = build_model(job.factory, job.weights, opts.get("weights_display"))
-    ep = call_endpoint(model, opts)
-    signature = [input_specs(tree) for tree in ep["inputs"]]
-    try:
-        model.export(job.out, format="onnx", verbose=False, input_signature=signature, **options)
-    except Exception as err:
-        raise export_failed("onnx", err) from err
-
-    pause_point("export")
-    session = onnxruntime.InferenceSession(job.out, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(out, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
     def run(args: list[Any]) -> Any:
         return session.run(None, feed(names, ep, args))
 
-    runtime = f"ONNX Runtime {onnxruntime.__version__}"
-    verification = verify_call("onnx", model, ep, run, opts["tolerance"], runtime)
-    return {
-        "format": "onnx",
-        "backend": job.backend,
-        "endpoints": [ep],
-        "format_options": options,
-        "opset": _opset(job.out),
-        "inputs": names,
-        "verification": verification,
-    }
+    return Opened(names, run, f"ONNX Runtime {onnxruntime.__version__}", {"opset": _opset(out)})
 
 
 def _opset(path: str) -> int | None:

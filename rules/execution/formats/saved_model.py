@@ -2,51 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from rules.core.faults import pause_point
+from rules.core.job import ExportJob
+from rules.core.specs import Endpoint
 from rules.execution.failures import JobFailure, import_ref, user_traceback
 from rules.execution.formats.common import default_endpoint, first_line, layer, tf_specs
 from rules.execution.model_loading import build_model
-from rules.execution.protocol import Job
 from rules.execution.verify import check_endpoints
 
 
-def export(job: Job) -> dict[str, Any]:
+def export(job: ExportJob, out: str) -> dict[str, Any]:
     """Export, reload and check a SavedModel; returns the record stored in the manifest."""
     import tensorflow as tf
     from keras.export import ExportArchive
 
-    opts = job.options
-    model = build_model(job.factory, job.weights, opts.get("weights_display"))
+    model = build_model(job.factory, job.weights)
     archive = ExportArchive()
     archive.track(model)
-    for layer_name in opts["track"]:
+    for layer_name in job.track:
         archive.track(layer(model, layer_name, "track"))
 
-    endpoints = list(opts["endpoints"]) or [default_endpoint(model)]
+    endpoints = list(job.endpoints) or [default_endpoint(model)]
     fns: dict[str, Callable[..., Any]] = {}
     extra: dict[str, Any] = {}
-    if job.backend == "jax" and opts.get("jax2tf_kwargs") is not None:
-        extra["jax2tf_kwargs"] = dict(opts["jax2tf_kwargs"])
+    if job.backend == "jax" and job.jax2tf_kwargs is not None:
+        extra["jax2tf_kwargs"] = job.jax2tf_kwargs.thaw()
     for ep in endpoints:
         fn = _endpoint_fn(model, ep)
-        fns[ep["name"]] = fn
-        signature = [tf_specs(tree, tf) for tree in ep["inputs"]]
+        fns[ep.name] = fn
+        signature = [tf_specs(tree, tf) for tree in ep.inputs]
         try:
-            archive.add_endpoint(ep["name"], fn, input_signature=signature, **extra)
+            archive.add_endpoint(ep.name, fn, input_signature=signature, **extra)
         except Exception as err:
             raise JobFailure(
                 "SignatureError",
-                f"endpoint {ep['name']!r}: the input signature does not fit the model: "
+                f"endpoint {ep.name!r}: the input signature does not fit the model: "
                 f"{type(err).__name__}: {first_line(err)}",
                 user_traceback(err),
             ) from err
-    for name, path in opts["variable_collections"]:
+    for name, path in job.variable_collections:
         archive.add_variable_collection(name, _attribute(model, path))
     try:
-        archive.write_out(job.out, verbose=False)
+        archive.write_out(out, verbose=False)
     except Exception as err:
         _blame_endpoint(archive, endpoints, err)
         raise JobFailure(
@@ -55,10 +55,10 @@ def export(job: Job) -> dict[str, Any]:
         ) from err
 
     pause_point("export")
-    reloaded = tf.saved_model.load(job.out)
-    reloaded_fns = {ep["name"]: getattr(reloaded, ep["name"]) for ep in endpoints}
+    reloaded = tf.saved_model.load(out)
+    reloaded_fns = {ep.name: getattr(reloaded, ep.name) for ep in endpoints}
     try:
-        checks = check_endpoints(endpoints, fns, reloaded_fns, opts["tolerance"])
+        checks = check_endpoints(endpoints, fns, reloaded_fns, job.tolerance)
     except Exception as err:
         raise JobFailure(
             "VerificationError",
@@ -72,24 +72,24 @@ def export(job: Job) -> dict[str, Any]:
         raise JobFailure(
             "VerificationMismatch",
             f"endpoint {worst['name']!r} of the reloaded SavedModel differs from Keras: "
-            f"max abs diff {worst['max_abs_diff']:.3g} > tolerance {opts['tolerance']:g} "
+            f"max abs diff {worst['max_abs_diff']:.3g} > tolerance {job.tolerance:g} "
             "(raise `tolerance` on the target if this is expected numerical noise)",
         )
     return {
-        "format": opts["format"],
+        "format": job.format,
         "backend": job.backend,
-        "endpoints": endpoints,
-        "variable_collections": [list(p) for p in opts["variable_collections"]],
+        "endpoints": [ep.to_json() for ep in endpoints],
+        "variable_collections": [list(p) for p in job.variable_collections],
         "verification": {
             "runtime": f"TensorFlow {tf.__version__}",
-            "tolerance": opts["tolerance"],
+            "tolerance": job.tolerance,
             "checks": checks,
             "passed": True,
         },
     }
 
 
-def _blame_endpoint(archive: Any, endpoints: list[Mapping[str, Any]], err: Exception) -> None:
+def _blame_endpoint(archive: Any, endpoints: list[Endpoint], err: Exception) -> None:
     """Find which endpoint's trace fails, so the error names it.
 
     Endpoints are traced lazily inside write_out, so a signature that does not
@@ -99,7 +99,7 @@ def _blame_endpoint(archive: Any, endpoints: list[Mapping[str, Any]], err: Excep
     # Keras keeps endpoint functions on its private trackable; read it defensively.
     holder = getattr(archive, "_tf_trackable", archive)
     for ep in endpoints:
-        fn = getattr(holder, ep["name"], None)
+        fn = getattr(holder, ep.name, None)
         if fn is None or not hasattr(fn, "get_concrete_function"):
             continue
         try:
@@ -107,28 +107,27 @@ def _blame_endpoint(archive: Any, endpoints: list[Mapping[str, Any]], err: Excep
         except Exception as trace_err:
             raise JobFailure(
                 "SignatureError",
-                f"endpoint {ep['name']!r}: the input signature does not fit the model: "
+                f"endpoint {ep.name!r}: the input signature does not fit the model: "
                 f"{type(trace_err).__name__}: {first_line(trace_err)}",
             ) from err
 
 
-def _endpoint_fn(model: Any, ep: Mapping[str, Any]) -> Callable[..., Any]:
-    fn_ref: str = ep["fn"]
-    training = ep["training"]
+def _endpoint_fn(model: Any, ep: Endpoint) -> Callable[..., Any]:
+    fn_ref, training = ep.fn, ep.training
     if ":" in fn_ref:
-        builder = import_ref(fn_ref, f"endpoint {ep['name']!r} fn")
+        builder = import_ref(fn_ref, f"endpoint {ep.name!r} fn")
         try:
             fn = builder(model)  # type: ignore[operator]
         except Exception as err:
             raise JobFailure(
                 "EndpointError",
-                f"endpoint {ep['name']!r}: {fn_ref}(model) raised {type(err).__name__}: {err}",
+                f"endpoint {ep.name!r}: {fn_ref}(model) raised {type(err).__name__}: {err}",
                 user_traceback(err),
             ) from err
         if not callable(fn):
             raise JobFailure(
                 "EndpointError",
-                f"endpoint {ep['name']!r}: {fn_ref}(model) must return a callable",
+                f"endpoint {ep.name!r}: {fn_ref}(model) must return a callable",
             )
         return fn  # type: ignore[no-any-return]
     if fn_ref in ("call", "__call__"):
@@ -138,7 +137,7 @@ def _endpoint_fn(model: Any, ep: Mapping[str, Any]) -> Callable[..., Any]:
     if not callable(method):
         raise JobFailure(
             "EndpointError",
-            f"endpoint {ep['name']!r}: the model has no method {fn_ref!r}",
+            f"endpoint {ep.name!r}: the model has no method {fn_ref!r}",
         )
     if training is None:
         return method  # type: ignore[no-any-return]

@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rules.execution.protocol import Job
+from rules.core.job import ExportJob
+from rules.execution.protocol import JobRequest, encode
 from rules.execution.server.protocol import MAX_MESSAGE
 
 _PR_SET_PDEATHSIG = 1
@@ -74,8 +75,8 @@ def run_child(
             reconfigure(line_buffering=os.isatty(1))
         from rules.execution.worker import run_job
 
-        result = run_job(Job(**request["job"]))
-        _write_all(result_fd, result.to_line())
+        result = run_job(JobRequest.from_wire(request))
+        _write_all(result_fd, encode(result.to_wire()))
         code = 0
     except BaseException:
         traceback.print_exc()
@@ -104,11 +105,11 @@ def warm_up(folder: Path, backend: str) -> None:
     from rules.execution.worker import run_job
 
     out = folder / f".warm-up-{os.getpid()}"
-    options = {"format": "tf_saved_model", "endpoints": [], "variable_collections": [],
-               "track": [], "tolerance": 1e-4, "jax2tf_kwargs": None, "format_options": {}}
+    job = ExportJob(label="(warm-up)", backend=backend,  # type: ignore[arg-type]
+                    factory="rules.execution.server.child:warmup_model",
+                    format="tf_saved_model", tolerance=1e-4)
     try:
-        result = run_job(Job("(warm-up)", "keras_export", backend,
-                             "rules.execution.server.child:warmup_model", None, str(out), options))
+        result = run_job(JobRequest(job, str(out)))
         if not result.ok:
             print(f"warm-up failed: {result.message}", flush=True)
     finally:

@@ -21,7 +21,7 @@ from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
 from rules.core.fsio import pid_alive
-from rules.execution.protocol import Job, JobResult
+from rules.execution.protocol import JobRequest, JobResult
 from rules.execution.server.protocol import (
     LineReader,
     ServerPaths,
@@ -99,8 +99,8 @@ def request_status(paths: ServerPaths, timeout: float = STATUS_TIMEOUT) -> dict[
     return reply if reply is not None and reply.get("type") == "status" else None
 
 
-def run(paths: ServerPaths, root: Path, fingerprint: str, idle_timeout: float, job: Job,
-        env: dict[str, str]) -> JobResult:
+def run(paths: ServerPaths, root: Path, fingerprint: str, idle_timeout: float,
+        job: JobRequest, env: dict[str, str]) -> JobResult:
     """Run one job in a fresh child of the server; its output goes to our stdout and stderr."""
     try:
         sock = _connect(paths, None)
@@ -108,8 +108,8 @@ def run(paths: ServerPaths, root: Path, fingerprint: str, idle_timeout: float, j
         raise ServerUnavailable(f"cannot connect to {paths.socket}: {err}") from err
     child: int | None = None
     with sock:
-        request = {"op": "run", "fingerprint": fingerprint, "idle_timeout": idle_timeout,
-                   "root": str(root), "env": env, "job": _job_json(job)}
+        request = {**job.to_wire(), "fingerprint": fingerprint, "idle_timeout": idle_timeout,
+                   "root": str(root), "env": env}
         reader = LineReader(sock)
         try:
             send(sock, request, fds=(1, 2))
@@ -135,20 +135,13 @@ def run(paths: ServerPaths, root: Path, fingerprint: str, idle_timeout: float, j
             if kind == "started":
                 child = int(reply["pid"])
             elif kind == "result":
-                return JobResult(**reply["result"])
+                return JobResult.from_wire(reply["result"])
             elif kind == "crashed":
                 raise ServerLost(f"its export process {reply.get('how')}", child)
             elif kind == "refused":
                 raise ServerRefused(str(reply.get("reason")))
             else:
                 raise ServerLost(f"unexpected reply {reply!r}", child)
-
-
-def _job_json(job: Job) -> dict[str, Any]:
-    return {
-        "label": job.label, "kind": job.kind, "backend": job.backend, "factory": job.factory,
-        "weights": job.weights, "out": job.out, "options": dict(job.options),
-    }
 
 
 def ensure_running(paths: ServerPaths, root: Path, fingerprint: str, idle_timeout: float,

@@ -6,9 +6,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from rules.core.backends import BACKENDS
 from rules.execution.server import client as server_client
 from rules.execution.server.protocol import (
-    BACKENDS,
     SERVER_DIR,
     fingerprint,
     server_paths,

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rules.execution.protocol import JobResult
+from rules.execution.protocol import JobResult, encode
 from rules.execution.server.child import describe, run_child, run_spare
-from rules.execution.server.protocol import MAX_MESSAGE, ServerPaths, encode, send
+from rules.execution.server.protocol import MAX_MESSAGE, ServerPaths, send
 
 TICK = 0.5
 # Between two jobs of a busy build the loop is idle for a moment; a spare's
@@ -369,7 +369,7 @@ class Server:
                 self._reply(child.conn, {"type": "crashed", "how": describe(status)})
                 self._close(child.conn)
             return
-        result = JobResult.from_line(line)
+        result = JobResult.from_wire(json.loads(line))
         log(f"{child.label}: {'ok' if result.ok else result.error_kind} in {seconds:.2f}s "
             f"(pid {child.pid})")
         if child.conn is not None:

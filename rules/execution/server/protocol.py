@@ -16,9 +16,9 @@ from typing import Any
 import rules
 from rules.core.errors import RulesError
 from rules.core.hashing import sha256_json
+from rules.execution.protocol import encode
 
 SERVER_DIR = "server"
-BACKENDS = ("tensorflow", "jax")
 # A request carries the job, the caller's environment and its toolchain; far
 # below this. The cap only stops a confused peer from growing a buffer forever.
 MAX_MESSAGE = 16 << 20
@@ -135,10 +135,6 @@ def socket_address(path: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}/{path.name}"
     finally:
         os.close(fd)
-
-
-def encode(message: Mapping[str, Any]) -> bytes:
-    return (json.dumps(message, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rules.core.fsio import discard
-from rules.execution.protocol import Job, JobResult
+from rules.execution.protocol import JobRequest, JobResult
 from rules.execution.server import client as server_client
 from rules.execution.server.protocol import ServerPaths, fingerprint, server_paths
 
@@ -36,17 +36,17 @@ class ServerRoute:
         self._servers: dict[str, tuple[ServerPaths, str] | None] = {}
         self._backend_locks: dict[str, threading.Lock] = {}
 
-    def run(self, job: Job, env: dict[str, str]) -> JobResult | None:
+    def run(self, request: JobRequest, env: dict[str, str]) -> JobResult | None:
         """The job's result from the server, or None to run it on a per-build worker."""
-        backend = job.backend
+        backend = request.job.backend
         for attempt in range(2):
             server = self._server_for(backend, env)
             if server is None:
                 return None
             paths, fp = server
             try:
-                return server_client.run(paths, self._root, fp, self._config.idle_timeout, job,
-                                         env)
+                return server_client.run(paths, self._root, fp, self._config.idle_timeout,
+                                         request, env)
             except (server_client.ServerRefused, server_client.ServerUnavailable) as err:
                 # Nothing ran. Another build (a new toolchain) replaced it, it
                 # retired, or it timed out idle during a long build: start
@@ -56,8 +56,10 @@ class ServerRoute:
                 # Its export process may still be writing into job.out: make
                 # sure it is gone before a worker starts over in the same place.
                 server_client.kill_export(err.child)
-                discard(Path(job.out))
-                self._give_up(backend, f"{err} while building {job.label}, which is retried")
+                discard(Path(request.out))
+                self._give_up(
+                    backend, f"{err} while building {request.job.label}, which is retried"
+                )
                 return None
         return None
 

@@ -1,0 +1,97 @@
+"""The skeleton every call-only format shares: build, export the call, open the runtime, verify.
+
+ONNX, LiteRT and OpenVINO artifacts hold the model's call and nothing else,
+and each is proven the same way: the model is built from its factory and
+weights, exported by Keras with the endpoint's input signature, opened in the
+runtime that will serve it, fed the same deterministic sample as Keras, and
+compared. A format module supplies only its adapter: how Keras writes the
+artifact, and how its runtime opens and runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.core.faults import pause_point
+from rules.core.job import ExportJob
+from rules.core.specs import Endpoint
+from rules.execution.failures import JobFailure, user_traceback
+from rules.execution.formats.common import (
+    call_endpoint,
+    export_failed,
+    first_line,
+    input_specs,
+    require,
+)
+from rules.execution.model_loading import build_model
+from rules.execution.verify import check_call
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An artifact loaded in its runtime: its input names, a call, and what ran it."""
+
+    inputs: list[str]
+    run: Callable[[list[Any]], Any]
+    runtime: str
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """What one format brings: `write(model, out, signature, job)` and `open(out, ep)`."""
+
+    write: Callable[[Any, str, list[Any], ExportJob], None]
+    open: Callable[[str, Endpoint], Opened]
+
+
+def export(job: ExportJob, out: str, adapter: Adapter) -> dict[str, Any]:
+    """Export `job` to `out` with the adapter and check it; returns the manifest record."""
+    require(job.format, job.backend)
+    model = build_model(job.factory, job.weights)
+    ep = call_endpoint(model, job)
+    signature = [input_specs(tree) for tree in ep.inputs]
+    try:
+        adapter.write(model, out, signature, job)
+    except JobFailure:
+        raise
+    except Exception as err:
+        raise export_failed(job.format, err) from err
+    pause_point("export")
+    opened = adapter.open(out, ep)
+    verification = verify(job, model, ep, opened)
+    return {
+        "format": job.format,
+        "backend": job.backend,
+        "endpoints": [ep.to_json()],
+        "format_options": job.format_options.thaw(),
+        "inputs": opened.inputs,
+        **opened.record,
+        "verification": verification,
+    }
+
+
+def verify(job: ExportJob, model: Any, ep: Endpoint, opened: Opened) -> dict[str, Any]:
+    """Run the parity check and return the manifest's verification record, or fail the job."""
+    fmt, runtime, tolerance = job.format, opened.runtime, job.tolerance
+    try:
+        check = check_call(ep, lambda *args: model(*args, training=False), opened.run, tolerance)
+    except JobFailure:
+        raise
+    except Exception as err:
+        raise JobFailure(
+            "VerificationError",
+            f"running the {fmt} artifact in {runtime} on a sample input failed: "
+            f"{type(err).__name__}: {first_line(err)}",
+            user_traceback(err),
+        ) from err
+    if not check["ok"]:
+        raise JobFailure(
+            "VerificationMismatch",
+            f"the {fmt} artifact, run in {runtime}, differs from Keras: max abs diff "
+            f"{check['max_abs_diff']:.3g} > tolerance {tolerance:g} (raise `tolerance` on the "
+            "target if this is expected numerical noise, e.g. from quantization)",
+        )
+    return {"runtime": runtime, "tolerance": tolerance, "checks": [check], "passed": True}
