@@ -54,10 +54,11 @@ from workspace_gen import (
     subprocess_env,
 )
 
+from rules.reporter import parse_summary
+
 NOOP_TARGET_S = 0.3
 COLD_TARGET_RATIO = 8.0
 HEAVY_MODULES = frozenset({"tensorflow", "keras", "jax", "jaxlib", "tf_keras"})
-SUMMARY = re.compile(r"^(\d+) built, (\d+) restored, (\d+) up to date, (\d+) failed$", re.M)
 # The module column of a PYTHONPROFILEIMPORTTIME line: "import time: 123 | 456 |   pkg.mod".
 IMPORT_LINE = re.compile(r"^import time:\s*\d+\s*\|\s*\d+\s*\|\s*(\S+)\s*$")
 
@@ -162,16 +163,15 @@ def _children_cpu() -> float:
 
 
 def _counts(proc: subprocess.CompletedProcess[str]) -> tuple[int, int, int, int]:
-    found = SUMMARY.findall(proc.stdout)
-    if proc.returncode != 0 or not found:
+    found = parse_summary(proc.stdout)
+    if proc.returncode != 0 or found is None:
         out = "\n".join(proc.stdout.splitlines()[-8:])
         err = "\n".join(proc.stderr.splitlines()[-30:])
         raise BenchError(
             f"`doit export` exited {proc.returncode}; its last output:\n{out}\n"
             f"and its last errors:\n{err}"
         )
-    built, restored, uptodate, failed = (int(x) for x in found[-1])
-    return built, restored, uptodate, failed
+    return found["built"], found["restored"], found["up to date"], found["failed"]
 
 
 def _expect(proc: subprocess.CompletedProcess[str], what: str, built: int, uptodate: int) -> None:

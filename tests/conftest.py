@@ -6,12 +6,31 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from rules.reporter import parse_summary, summary_line
+
 REPO = Path(__file__).resolve().parents[1]
+# The example workspace (models/): 8 exports and the 4 keras_train targets they need.
+EXAMPLE_TARGETS = 12
+# Two tiny functional models, for test workspaces that need real, fast exports.
+TINY_MODELS = '''
+import keras
+
+
+def small():
+    inp = keras.Input((4,), name="x")
+    return keras.Model(inp, keras.layers.Dense(2)(inp))
+
+
+def other():
+    inp = keras.Input((4,), name="x")
+    return keras.Model(inp, keras.layers.Dense(3)(inp))
+'''
 DOIT_TIMEOUT = 900
 # Every build starts its workspace's export server; in tests they exit soon
 # when idle, and any still running are stopped when the session ends.
@@ -59,8 +78,9 @@ def _server_folder(folder: str, names: list[str]) -> list[str]:
 
 def stop_servers(under: Path) -> list[int]:
     """Stop the export servers of every workspace below `under`; returns their pids."""
+    from rules.core.backends import BACKENDS
     from rules.execution.server import client as server_client
-    from rules.execution.server.protocol import BACKENDS, server_paths
+    from rules.execution.server.protocol import server_paths
 
     stopped = []
     for folder in under.glob("**/.rules_keras/server/"):
@@ -103,11 +123,27 @@ def doit(
     )
 
 
+def counts(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """The counts of `doit export`'s summary line, parsed as CI scripts parse it."""
+    found = parse_summary(result.stdout)
+    assert found is not None, f"no summary line in output:\n{result.stdout}\n{result.stderr}"
+    return found
+
+
 def summary(result: subprocess.CompletedProcess[str]) -> str:
     """The final counts line of `doit export`."""
-    lines = [line for line in result.stdout.splitlines() if " built, " in line]
-    assert lines, f"no summary line in output:\n{result.stdout}\n{result.stderr}"
-    return lines[-1]
+    return summary_line(Counter(counts(result)))
+
+
+def read_manifests(ws: Path) -> dict[str, dict[str, object]]:
+    """Every manifest under artifacts/, by label, with its path."""
+    import json
+
+    found = {}
+    for path in (ws / "artifacts").rglob("*.manifest.json"):
+        data = json.loads(path.read_text())
+        found[data["label"]] = {"path": str(path), **data}
+    return found
 
 
 def built_labels(result: subprocess.CompletedProcess[str]) -> set[str]:

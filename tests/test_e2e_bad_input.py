@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, built_labels, doit, new_workspace, summary
+from tests.conftest import REPO, TINY_MODELS, built_labels, doit, new_workspace, summary
 
 pytestmark = pytest.mark.e2e
 
-LIB = '''
-import keras
-
-def small():
-    inp = keras.Input((4,), name="x")
-    return keras.Model(inp, keras.layers.Dense(2)(inp))
-
-def other():
-    inp = keras.Input((4,), name="x")
-    return keras.Model(inp, keras.layers.Dense(3)(inp))
+LIB = TINY_MODELS + '''
 
 def raises():
     raise ValueError("boom from the factory")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,21 +12,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    EXAMPLE_TARGETS,
     assert_artifacts_consistent,
     assert_cache_consistent,
     copy_examples,
+    counts,
     doit,
     summary,
 )
 
 pytestmark = pytest.mark.e2e
 
-TARGETS = 12  # 8 exports + 4 training targets in models/
-
-
-def _counts(line: str) -> dict[str, int]:
-    found = re.findall(r"(\d+) (built|restored|up to date|failed)", line)
-    return {name: int(n) for n, name in found}
+TARGETS = EXAMPLE_TARGETS
 
 
 def _env(cache: Path, **extra: str) -> dict[str, str]:
@@ -52,10 +48,9 @@ def test_four_concurrent_builds_export_each_target_exactly_once(tmp_path: Path) 
     outputs = [p.communicate(timeout=900) for p in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out + err
-    counts = [_counts(summary(subprocess.CompletedProcess([], 0, out, err)))
-              for out, err in outputs]
-    assert sum(c["built"] for c in counts) == TARGETS, counts
-    assert all(c["failed"] == 0 for c in counts)
+    found = [counts(subprocess.CompletedProcess([], 0, out, err)) for out, err in outputs]
+    assert sum(c["built"] for c in found) == TARGETS, found
+    assert all(c["failed"] == 0 for c in found)
     assert assert_artifacts_consistent(ws) == TARGETS
     assert assert_cache_consistent(cache) == TARGETS
 
@@ -105,7 +100,7 @@ def test_sigkill_at_each_step_leaves_nothing_half_written(tmp_path: Path, point:
         assert mpath.read_text().endswith("}\n")
     after = doit(ws, "export", env={"RULES_KERAS_CACHE_DIR": str(cache)})
     assert after.returncode == 0, after.stdout + after.stderr
-    assert _counts(summary(after))["failed"] == 0
+    assert counts(after)["failed"] == 0
     assert assert_artifacts_consistent(ws) == TARGETS
     assert_cache_consistent(cache)
     again = doit(ws, "export", env={"RULES_KERAS_CACHE_DIR": str(cache)})

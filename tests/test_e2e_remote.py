@@ -12,6 +12,7 @@ import pytest
 from nginx_server import PASSWORD, USER, NginxServer, running_nginx
 
 from tests.conftest import (
+    EXAMPLE_TARGETS,
     assert_artifacts_consistent,
     assert_cache_consistent,
     copy_examples,
@@ -21,7 +22,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-TARGETS = 12
+TARGETS = EXAMPLE_TARGETS
 
 
 def _remote_env(url: str, cache: Path, *, upload: bool = False, **extra: str) -> dict[str, str]:

@@ -18,15 +18,6 @@ class BuildFileError(RulesError):
         self.where = where
 
 
-class TargetError(RulesError):
-    """A target is declared or analysed wrongly; the message starts with its label."""
-
-    def __init__(self, label: str, message: str, where: str | None = None) -> None:
-        suffix = f" (declared at {where})" if where else ""
-        super().__init__(f"{label}: {message}{suffix}")
-        self.label = label
-
-
 class ExportError(RulesError):
     """Building a target failed in a worker; carries the user's traceback if any."""
 
