@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from rules.core.faults import pause_point
+
 # Reads and writes move this much at a time: a 1 GiB blob is about a thousand
 # system calls, and memory use does not depend on the size of the file.
 CHUNK = 1 << 20
@@ -106,6 +108,7 @@ def write_atomic(
             if durable:
                 out.flush()
                 os.fsync(out.fileno())
+        pause_point("write_atomic")
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
