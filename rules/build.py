@@ -28,7 +28,7 @@ from rules.core.digests import DigestCache
 from rules.core.errors import ExportError
 from rules.core.files import FileEntry, scan_tree
 from rules.core.formats import EXPORT_FORMATS
-from rules.core.fsio import discard
+from rules.core.fsio import DigestMismatch, discard
 from rules.core.hashing import sha256_bytes
 from rules.core.toolchain import Toolchain, detect
 from rules.execution.pool import ServerConfig, WorkerPool
@@ -170,7 +170,9 @@ class BuildSession:
         root = self.settings.serving_root
         if name is None or root is None:
             return True
-        return serving.is_current(root, name, serving.content_digest(manifest.files))
+        return serving.is_current(root, name, serving.content_digest(manifest.files),
+                                  lambda version: manifest_io.intact(version, manifest,
+                                                                     self.digests))
 
     # -- building -------------------------------------------------------------
 
@@ -301,6 +303,13 @@ class BuildSession:
         with hold(lock, what=f"publishing {action.output}", timeout=self.settings.lock_timeout,
                   on_wait=lambda msg: self._log(action.label, msg)):
             publish(dest, staged, manifest)
+        # The build hashed these bytes (or verified them on restore): the next
+        # no-op need not read them again.
+        self._record(dest, files, single=manifest.artifact_kind == "file")
+
+    def _record(self, folder: Path, files: tuple[FileEntry, ...], *, single: bool = False) -> None:
+        for entry in files:
+            self.digests.record(folder if single else folder / entry.path, entry.sha256)
 
     def _serving_name(self, action: Action) -> str | None:
         target = action.target
@@ -324,14 +333,17 @@ class BuildSession:
                   on_wait=lambda msg: self._log(action.label, msg)):
             try:
                 served = serving.publish(
-                    root, name, dest, serving.content_digest(manifest.files),
-                    str(action.label), self.settings.serving_keep,
+                    root, name, dest, manifest.files, manifest.dirs, str(action.label),
+                    self.settings.serving_keep,
+                    lambda version: manifest_io.intact(version, manifest, self.digests),
                 )
-            except OSError as err:
+            except (OSError, DigestMismatch) as err:
                 raise ExportError(
                     str(action.label), f"publishing to TF Serving under {root} failed: {err}"
                 ) from err
         if served.created:
+            # Hashed as it was copied: the next no-op need not read it again.
+            self._record(served.path, manifest.files)
             self._log(action.label, f"serving {name!r} version {served.version} at {served.path}")
 
     def clean(self, label: Label) -> None:

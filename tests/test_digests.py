@@ -149,3 +149,29 @@ def test_a_digests_entry_of_the_wrong_shape_is_ignored(tmp_path: Path) -> None:
     path = write(tmp_path, "f", "data")
     write(tmp_path, "d.json", json.dumps({str(path): 5}))
     assert DigestCache(tmp_path / "d.json").digest(path) == hashlib.sha256(b"data").hexdigest()
+
+
+def test_an_edit_in_place_that_restores_size_and_mtime_is_seen(tmp_path: Path) -> None:
+    """cp -p, rsync -a and tar restore mtimes; the ctime in the stamp still moves."""
+    path = tmp_path / "w.weights.h5"
+    path.write_bytes(b"\x00" * 64)
+    age(path)
+    cache = DigestCache(tmp_path / "d.json")
+    before = cache.digest(path)
+    st = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(10)
+        handle.write(b"\x01")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert cache.digest(path) != before
+
+
+def test_record_remembers_a_fresh_file_it_was_told_about(tmp_path: Path) -> None:
+    path = tmp_path / "saved_model.pb"
+    path.write_bytes(b"published")
+    cache = DigestCache(tmp_path / "d.json")
+    cache.record(path, "f" * 64)  # what the build hashed while writing it
+    assert cache.digest(path) == "f" * 64
+    path.write_bytes(b"edited!!!")
+    assert cache.digest(path) != "f" * 64

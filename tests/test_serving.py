@@ -21,10 +21,8 @@ def _saved_model(root: Path, text: str) -> Path:
 
 
 def _publish(tree: Path, model: str, artifact: Path, keep: int = 3) -> serving.Served:
-    files, _ = scan_tree(artifact)
-    return serving.publish(
-        tree, model, artifact, serving.content_digest(files), f"//m:{model}", keep
-    )
+    files, dirs = scan_tree(artifact)
+    return serving.publish(tree, model, artifact, files, dirs, f"//m:{model}", keep)
 
 
 def test_same_content_keeps_its_version_and_new_content_gets_the_next(tmp_path: Path) -> None:

@@ -1,4 +1,9 @@
-"""File digests cached by (inode, size, mtime_ns), so a no-op build re-hashes nothing."""
+"""File digests cached by (device, inode, size, mtime, ctime), so a no-op re-hashes nothing.
+
+The stamp is git's and Bazel's: an edit in place that restores the size and
+the mtime (cp -p, rsync -a, tar, a checkpoint sync tool) still changes the
+ctime, which nobody can set back, and a replaced file has a new inode.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,11 @@ from rules.core.hashing import sha256_file
 # hashed it would keep the same (size, mtime) and fool the cache. Like git's
 # "racy clean" rule, entries for files this young are not remembered.
 RACY_SECONDS = 2.0
+_STAMP = 5  # device, inode, size, mtime_ns, ctime_ns
+
+
+def _stamp(st: os.stat_result) -> list[int | str]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 class DigestCache:
@@ -31,9 +41,9 @@ class DigestCache:
             key: entry
             for key, entry in (raw.items() if isinstance(raw, dict) else ())
             if isinstance(entry, list)
-            and len(entry) == 4
-            and all(isinstance(v, int) for v in entry[:3])
-            and isinstance(entry[3], str)
+            and len(entry) == _STAMP + 1
+            and all(isinstance(v, int) for v in entry[:_STAMP])
+            and isinstance(entry[_STAMP], str)
         }
         self._dirty = False
         self._lock = threading.Lock()
@@ -42,17 +52,34 @@ class DigestCache:
         """sha256 of `path`; raises FileNotFoundError when it is missing."""
         st = os.stat(path)
         key = str(path)
-        stamp: list[int | str] = [st.st_ino, st.st_size, st.st_mtime_ns]
+        stamp = _stamp(st)
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None and entry[:3] == stamp:
-            return str(entry[3])
+        if entry is not None and entry[:_STAMP] == stamp:
+            return str(entry[_STAMP])
         value = sha256_file(path)
         if time.time() - st.st_mtime_ns / 1e9 > RACY_SECONDS:
-            with self._lock:
-                self._entries[key] = [*stamp, value]
-                self._dirty = True
+            self._store(key, stamp, value)
         return value
+
+    def record(self, path: Path, sha256: str) -> None:
+        """Remember the digest of a file this build just wrote and verified (a published
+        artifact), so the next no-op does not read it again.
+
+        The racy-clean rule is waived: the bytes were hashed as they were
+        written, the file was renamed into place under the output lock, and
+        any later edit changes its ctime.
+        """
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        self._store(str(path), _stamp(st), sha256)
+
+    def _store(self, key: str, stamp: list[int | str], value: str) -> None:
+        with self._lock:
+            self._entries[key] = [*stamp, value]
+            self._dirty = True
 
     def save(self) -> None:
         """Persist new entries; skipped when nothing changed."""

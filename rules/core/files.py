@@ -72,19 +72,14 @@ class FileEntry:
             )
 
 
-def scan_tree(root: Path) -> tuple[tuple[FileEntry, ...], tuple[str, ...]]:
-    """Hash every regular file under `root` and list its empty directories, both sorted.
+class SpecialFile(ValueError):
+    """A tree holds something other than regular files and folders (a symlink, a socket)."""
 
-    `root` may also be a single regular file: the result is then one entry
-    named after the file and no directories. Symlinks and special files are
-    refused (CacheError) because a cache entry could not reproduce them.
-    """
-    st = os.lstat(root)
-    if stat.S_ISREG(st.st_mode):
-        return (_file_entry(root, root.name, st),), ()
-    if not stat.S_ISDIR(st.st_mode):
-        raise CacheError(f"cannot cache {root}: it is neither a regular file nor a directory")
-    files: list[FileEntry] = []
+
+def walk_tree(root: Path) -> tuple[list[tuple[str, Path, os.stat_result]], list[str]]:
+    """The regular files (relative posix path, path, stat) and the empty folders under the
+    folder `root`, both sorted; raises SpecialFile naming the first other thing found."""
+    files: list[tuple[str, Path, os.stat_result]] = []
     empty_dirs: list[str] = []
     stack = [(root, "")]
     while stack:
@@ -99,15 +94,35 @@ def scan_tree(root: Path) -> tuple[tuple[FileEntry, ...], tuple[str, ...]]:
             if stat.S_ISDIR(child_st.st_mode):
                 stack.append((Path(child.path), rel + "/"))
             elif stat.S_ISREG(child_st.st_mode):
-                files.append(_file_entry(Path(child.path), rel, child_st))
+                files.append((rel, Path(child.path), child_st))
             else:
-                raise CacheError(
-                    f"cannot cache {root}: {rel} is a symlink or special file; "
-                    "artifacts must contain only regular files and directories"
-                )
-    files.sort(key=lambda f: f.path)
+                raise SpecialFile(rel)
+    files.sort()
     empty_dirs.sort()
-    return tuple(files), tuple(empty_dirs)
+    return files, empty_dirs
+
+
+def scan_tree(root: Path) -> tuple[tuple[FileEntry, ...], tuple[str, ...]]:
+    """Hash every regular file under `root` and list its empty directories, both sorted.
+
+    `root` may also be a single regular file: the result is then one entry
+    named after the file and no directories. Symlinks and special files are
+    refused (CacheError) because a cache entry could not reproduce them.
+    """
+    st = os.lstat(root)
+    if stat.S_ISREG(st.st_mode):
+        return (_file_entry(root, root.name, st),), ()
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheError(f"cannot cache {root}: it is neither a regular file nor a directory")
+    try:
+        files, empty_dirs = walk_tree(root)
+    except SpecialFile as err:
+        raise CacheError(
+            f"cannot cache {root}: {err} is a symlink or special file; "
+            "artifacts must contain only regular files and directories"
+        ) from None
+    entries = tuple(_file_entry(path, rel, file_st) for rel, path, file_st in files)
+    return entries, tuple(empty_dirs)
 
 
 def _file_entry(path: Path, rel: str, st: os.stat_result) -> FileEntry:

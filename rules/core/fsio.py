@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,57 @@ def verified(chunks: Iterable[bytes], sha256: str, size: int, what: str) -> Iter
     if actual != sha256:
         raise DigestMismatch(f"{what}: content hashes to {actual[:12]}, expected {sha256[:12]}",
                              size=seen, sha256=actual)
+
+
+def copy_verified(src: Path, dest: Path, sha256: str, size: int, *, mode: int | None = None,
+                  durable: bool = False, clone: bool = False) -> bool:
+    """Copy `src` to the new file `dest`, checking its size and sha256 as it streams.
+
+    With `clone`, the copy is a reflink where the filesystem can make one; the
+    source is still read and hashed, because a clone shares its blocks and this
+    is where a corrupt source is caught. Returns whether it cloned. A mismatch
+    raises DigestMismatch; `dest` is then removed.
+    """
+    try:
+        with open(src, "rb") as source, open(dest, "xb") as out:
+            cloned = clone and reflink(out.fileno(), source.fileno())
+            for chunk in verified(read_chunks(source), sha256, size, str(src)):
+                if not cloned:
+                    out.write(chunk)
+            if mode is not None:
+                os.fchmod(out.fileno(), mode)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(dest)
+        raise
+    return cloned
+
+
+# ioctl errors that mean "this filesystem pair cannot clone", as opposed to a
+# real I/O failure: ext4/tmpfs say EOPNOTSUPP or ENOTTY, crossing devices EXDEV.
+_NO_REFLINK = frozenset(
+    {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM}
+)
+# Python only names FICLONE from 3.12 on; the value is fixed by the kernel ABI.
+_FICLONE = 0x40049409
+
+
+def reflink(dst_fd: int, src_fd: int) -> bool:
+    """Clone src into dst (copy-on-write); False where this filesystem (or OS) cannot."""
+    if sys.platform != "linux":
+        return False
+    import fcntl
+
+    try:
+        fcntl.ioctl(dst_fd, getattr(fcntl, "FICLONE", _FICLONE), src_fd)
+    except OSError as error:
+        if error.errno not in _NO_REFLINK:
+            raise
+        return False
+    return True
 
 
 def pid_alive(pid: int) -> bool:

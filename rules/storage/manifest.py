@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rules.core.digests import DigestCache
-from rules.core.files import FileEntry, InvalidEntry
+from rules.core.files import FileEntry, InvalidEntry, SpecialFile, walk_tree
 from rules.core.fsio import read_json, write_json
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -79,11 +79,16 @@ def write(artifact: Path, manifest: Manifest) -> None:
 
 
 def intact(artifact: Path, manifest: Manifest, digests: DigestCache) -> bool:
-    """True when every file the manifest lists is present with its recorded content.
+    """True when the artifact is exactly what the manifest lists: every file present with its
+    recorded content, and (for a folder) no file or folder that the manifest does not list.
 
     Digests come from the stat-keyed cache, so an untouched artifact costs one
-    stat per file, not a re-hash.
+    stat per file and one listing per folder, not a re-hash.
     """
+    if manifest.artifact_kind == "directory" and listing(artifact) != (
+        {f.path for f in manifest.files}, set(manifest.dirs)
+    ):
+        return False
     for entry in manifest.files:
         path = artifact if manifest.artifact_kind == "file" else artifact / entry.path
         try:
@@ -92,3 +97,13 @@ def intact(artifact: Path, manifest: Manifest, digests: DigestCache) -> bool:
         except OSError:
             return False
     return True
+
+
+def listing(folder: Path) -> tuple[set[str], set[str]] | None:
+    """The regular files and the empty folders under `folder`, as posix paths relative to it;
+    None when it is not a folder or holds anything else (a symlink, a socket)."""
+    try:
+        files, empty = walk_tree(folder)
+    except (OSError, SpecialFile):
+        return None
+    return {rel for rel, _, _ in files}, set(empty)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rules.core.files import FileEntry
 from rules.core.fsio import (
+    copy_verified,
     fsync_dir,
     read_json,
     remove_abandoned,
@@ -62,8 +63,11 @@ def versions(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in children if p.name.isdigit() and p.is_dir())
 
 
-def is_current(root: Path, model: str, digest: str) -> bool:
-    """True when the newest version of `model` already holds content `digest`."""
+def is_current(
+    root: Path, model: str, digest: str, intact: Callable[[Path], bool] | None = None
+) -> bool:
+    """True when the newest version of `model` already holds content `digest`, and (given
+    `intact`, which checks a version folder's files) its files are whole."""
     model_dir = root / model
     state = read_json(model_dir / STATE)
     present = versions(model_dir)
@@ -72,26 +76,40 @@ def is_current(root: Path, model: str, digest: str) -> bool:
         and bool(present)
         and state.get("version") == present[-1]
         and state.get("digest") == digest
+        and (intact is None or intact(model_dir / str(present[-1])))
     )
 
 
-def publish(root: Path, model: str, artifact: Path, digest: str, label: str, keep: int) -> Served:
-    """Make `artifact` the newest version of `model`, unless it already is; prune; write config.
+def publish(
+    root: Path,
+    model: str,
+    artifact: Path,
+    files: Sequence[FileEntry],
+    dirs: Sequence[str],
+    label: str,
+    keep: int,
+    intact: Callable[[Path], bool] | None = None,
+) -> Served:
+    """Make `artifact` (whose content is `files` and the empty `dirs`) the newest version of
+    `model`, unless it already is, whole; prune; write config.
 
     A new version is the highest number present plus one, so numbers only
-    grow even after old versions were pruned.
+    grow even after old versions were pruned. A newest version whose files
+    were damaged is not current: the artifact becomes a new version over it.
+    Each file is hashed as it is copied, so a version holds exactly `files`.
     """
+    digest = content_digest(files)
     model_dir = root / model
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_abandoned(model_dir, ("staging", "old"))
     present = versions(model_dir)
-    created = not is_current(root, model, digest)
+    created = not is_current(root, model, digest, intact)
     if created:
         version = (present[-1] if present else 0) + 1
         staging = temp_path(model_dir / str(version), "staging")
         try:
-            shutil.copytree(artifact, staging)
-            _fsync_tree(staging)
+            _copy(artifact, staging, files, dirs)
+            fsync_dir(staging)
             os.rename(staging, model_dir / str(version))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -157,13 +175,19 @@ def write_config(root: Path) -> None:
     write_atomic(path, text.encode("utf-8"))
 
 
-def _fsync_tree(folder: Path) -> None:
-    """Flush every copied file and folder before the rename makes the version visible."""
-    for dirpath, _dirnames, filenames in os.walk(folder):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
+def _copy(artifact: Path, dest: Path, files: Sequence[FileEntry], dirs: Sequence[str]) -> None:
+    """A durable copy of the artifact folder, every file checked against its digest."""
+    dest.mkdir()
+    made = {dest}
+    for rel in dirs:
+        (dest / rel).mkdir(parents=True, exist_ok=True)
+        made.add((dest / rel).parent)
+    for entry in files:
+        target = dest / entry.path
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        copy_verified(artifact / entry.path, target, entry.sha256, entry.size,
+                      mode=entry.mode, durable=True)
+    for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(folder)
