@@ -39,6 +39,8 @@ class Settings:
     server_idle_timeout: float = 900.0
     serving_root: Path | None = None
     serving_keep: int = 3
+    # Variables that hold remote-cache headers (secrets): kept from workers.
+    header_vars: frozenset[str] = frozenset()
 
 
 def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +64,7 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
         server_idle_timeout=values["server_idle_timeout"],
         serving_root=(root / serving).resolve() if serving else None,
         serving_keep=values["serving_keep"],
+        header_vars=frozenset(values["remote_headers_env"]),
     )
 
 

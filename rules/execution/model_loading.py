@@ -30,6 +30,7 @@ def build_model(factory: str, weights: str | None) -> Any:
             f"factory {factory!r} must return a keras.Model. Received: {type(model).__name__}",
         )
     if weights is not None:
+        _check_format(weights)
         try:
             model.load_weights(weights)
         except Exception as err:
@@ -39,6 +40,32 @@ def build_model(factory: str, weights: str | None) -> Any:
                 f"{factory!r}: {_weights_problem(err)}",
             ) from err
     return model
+
+
+# What each weights file must start with: Keras writes .weights.h5 as HDF5 (its
+# signature at offset 0) and .keras as a zip archive.
+_SIGNATURES = {
+    ".h5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    ".keras": (b"PK\x03\x04", "a zip archive"),
+}
+
+
+def _check_format(weights: str) -> None:
+    """Name a file that is not weights at all, before Keras reports it as a misfit."""
+    for suffix, (magic, what) in _SIGNATURES.items():
+        if weights.endswith(suffix):
+            try:
+                with open(weights, "rb") as handle:
+                    head = handle.read(len(magic))
+            except OSError as err:
+                raise JobFailure("WeightsUnreadable", f"weights {weights}: {err}") from err
+            if head != magic:
+                raise JobFailure(
+                    "WeightsNotWeights",
+                    f"weights {weights} is not {what}, as a {suffix} file must be; was it "
+                    "saved with model.save_weights() / model.save(), or replaced by something "
+                    "else (a Git LFS pointer, an HTML error page)?",
+                )
 
 
 def _weights_problem(err: Exception) -> str:

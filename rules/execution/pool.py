@@ -40,9 +40,17 @@ __all__ = ["ServerConfig", "Worker", "WorkerPool", "worker_env"]
 WORKERS_AFTER = 16
 
 
-def worker_env(backend: str) -> dict[str, str]:
-    """The environment a job runs in, on a per-build worker or in the server's child."""
-    env = dict(os.environ)
+# The remote cache's settings and credentials: a job never needs them, and a
+# warm server would keep them readable in /proc/<pid>/environ for its whole
+# idle timeout.
+SECRET_PREFIX = "RULES_KERAS_REMOTE_"
+
+
+def worker_env(backend: str, hidden: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The environment a job runs in, on a per-build worker or in the server's child:
+    ours, without the remote cache's settings and the `hidden` variables (its headers)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(SECRET_PREFIX) and k not in hidden}
     env["KERAS_BACKEND"] = backend
     # TensorFlow's C++ INFO/WARNING lines drown the build log; users can lower it.
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,10 +60,9 @@ def worker_env(backend: str) -> dict[str, str]:
 class Worker:
     """One worker subprocess speaking JSON lines over a private pipe."""
 
-    def __init__(self, root: Path, backend: str) -> None:
+    def __init__(self, root: Path, backend: str, env: dict[str, str]) -> None:
         self.backend = backend
         read_fd, write_fd = os.pipe()
-        env = worker_env(backend)
         # Results travel on a dedicated pipe so that user code printing to
         # stdout can never corrupt the protocol.
         self.process = subprocess.Popen(
@@ -85,6 +92,8 @@ class Worker:
             line = b""
         if not line:
             code = self.process.wait()
+            if code == 0:
+                return JobResult.exited()
             return JobResult.failure(
                 "WorkerCrashed",
                 f"the {self.backend} worker exited with code {code} while building; "
@@ -116,8 +125,10 @@ class WorkerPool:
         on_start: Callable[[str], None] | None = None,
         server: ServerConfig | None = None,
         on_notice: Callable[[str], None] | None = None,
+        hidden_env: frozenset[str] = frozenset(),
     ) -> None:
         self._root = root
+        self._hidden_env = hidden_env
         self._idle: dict[str, list[Worker]] = {}
         self._all: list[Worker] = []
         self._lock = threading.Lock()
@@ -171,7 +182,7 @@ class WorkerPool:
         if warm_one:
             threading.Thread(target=self._warm_worker, args=(backend,), daemon=True).start()
         try:
-            return self._route.run(request, worker_env(backend))
+            return self._route.run(request, worker_env(backend, self._hidden_env))
         finally:
             with self._lock:
                 self._in_server[backend] -= 1
@@ -182,7 +193,7 @@ class WorkerPool:
         try:
             if self._on_start is not None:
                 self._on_start(backend)
-            worker = Worker(self._root, backend)
+            worker = Worker(self._root, backend, worker_env(backend, self._hidden_env))
             with self._lock:
                 if self._closed:
                     raise RuntimeError("the build is over")
@@ -216,7 +227,7 @@ class WorkerPool:
             return worker
         if self._on_start is not None:
             self._on_start(backend)
-        worker = Worker(self._root, backend)
+        worker = Worker(self._root, backend, worker_env(backend, self._hidden_env))
         with self._lock:
             self._all.append(worker)
         return worker

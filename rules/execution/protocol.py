@@ -67,6 +67,15 @@ class JobResult:
     def failure(cls, kind: str, message: str, details: str = "") -> JobResult:
         return cls(False, {}, kind, message, details)
 
+    @classmethod
+    def exited(cls) -> JobResult:
+        """A job process that ended with exit code 0 and no result: user code exited it."""
+        return cls.failure(
+            "JobExited",
+            "the model code ended the process (os._exit or sys.exit in a thread) before the "
+            "export finished; a factory, train or endpoint function must return, not exit",
+        )
+
 
 def encode(message: Mapping[str, Any]) -> bytes:
     """One message as a line of JSON."""

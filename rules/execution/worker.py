@@ -39,6 +39,13 @@ def run_job(request: JobRequest) -> JobResult:
             record = train(job, request.out)
     except JobFailure as failure:
         return JobResult.failure(failure.kind, failure.message, failure.details)
+    except SystemExit as exit_:
+        return JobResult.failure(
+            "JobExited",
+            f"the model code called sys.exit({exit_.code!r}) during the job; a factory, train "
+            "or endpoint function must return, not exit",
+            user_traceback(exit_),
+        )
     except Exception as err:
         return JobResult.failure(
             "InternalError", f"{type(err).__name__}: {err}", user_traceback(err)
@@ -79,9 +86,14 @@ def main(argv: list[str]) -> int:
     # clear_session() runs a full collection before every job; without this it
     # walks the ~350k objects the TensorFlow import left, 0.17 s per export.
     gc.freeze()
-    for line in sys.stdin.buffer:
-        if line.strip():
-            results.write(encode(answer(line).to_wire()))
+    try:
+        for line in sys.stdin.buffer:
+            if line.strip():
+                results.write(encode(answer(line).to_wire()))
+    except (BrokenPipeError, KeyboardInterrupt):
+        # The build went away (killed, or Ctrl-C): nobody wants the result,
+        # and a traceback here would look like a crash of ours.
+        return 0
     return 0
 
 

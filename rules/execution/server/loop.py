@@ -361,6 +361,9 @@ class Server:
         self.last_active = time.monotonic()
         seconds = time.monotonic() - child.started
         line = bytes(child.output).partition(b"\n")[0]
+        if not line and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            # Our child writes its result before exiting 0: user code exited it.
+            line = encode(JobResult.exited().to_wire()).rstrip(b"\n")
         if not line:
             # Reported as a crash, not as a failed job: the client retries on a
             # per-build worker, which tells a fork problem from a real crash.
