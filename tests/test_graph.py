@@ -191,7 +191,7 @@ def test_a_folder_is_not_a_data_file(tmp_path: Path) -> None:
         "m",
         'keras_train(name="t", factory="m.model:build", train="m.train:fit", data=["vocab"])\n',
     )
-    assert "file m/vocab does not exist" in failures(graph(tmp_path))["//m:t"]
+    assert "attribute 'data': m/vocab is a folder, not a file" in failures(graph(tmp_path))["//m:t"]
 
 
 def test_unknown_format(tmp_path: Path) -> None:
@@ -256,6 +256,24 @@ def test_one_artifact_inside_another(tmp_path: Path) -> None:
     for name in ("outer", "inner"):
         assert clash in found[f"//m:{name}"]
     assert "//m:sibling" in action_labels(result)
+
+
+def test_an_out_over_another_targets_manifest_names_both_targets(tmp_path: Path) -> None:
+    """out equal to another target's manifest path would let a publish replace the manifest
+    with a folder, and the other target could never publish again."""
+    model_package(
+        tmp_path,
+        extra_build="""\
+        keras_export(name="good", model=":model")
+        keras_export(name="bad", model=":model", out="good.manifest.json")
+        """,
+    )
+    found = failures(graph(tmp_path))
+    for name in ("good", "bad"):
+        message = found[f"//m:{name}"]
+        assert "targets //m:bad, //m:good write into each other's paths at " in message
+        assert "artifacts/m/good.manifest.json (the manifest of //m:good; the artifact of " \
+            "//m:bad)" in message
 
 
 def test_a_target_named_like_a_subpackage_clashes_with_its_artifacts(tmp_path: Path) -> None:

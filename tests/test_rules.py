@@ -244,6 +244,10 @@ def test_missing_required_attribute(tmp_path: Path) -> None:
             'keras_export(name="bad", model=":model", out="/abs")',
             "attribute 'out' must stay inside artifacts/. Received: '/abs'",
         ),
+        (
+            'keras_export(name="bad", model=":model", out="sub/.staging-1-ab.x")',
+            "attribute 'out' must not name a hidden file. Received: 'sub/.staging-1-ab.x'",
+        ),
     ],
 )
 def test_wrong_attribute_values_become_broken_targets(

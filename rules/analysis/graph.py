@@ -9,6 +9,7 @@ from typing import cast
 
 from rules.core.backends import BACKENDS, Backend
 from rules.core.errors import did_you_mean
+from rules.core.files import MANIFEST_SUFFIX
 from rules.core.formats import EXPORT_FORMATS
 from rules.core.frozen import FrozenMap
 from rules.core.job import ExportJob, Job, TrainJob
@@ -145,7 +146,10 @@ class _Resolver:
         return target
 
     def check_file(self, ref: FileRef, attr: str) -> str:
-        if not (self.root / ref.path).is_file():
+        path = self.root / ref.path
+        if path.is_dir():
+            raise _Unresolved(f"attribute {attr!r}: {ref.path} is a folder, not a file")
+        if not path.is_file():
             raise _Unresolved(f"attribute {attr!r}: file {ref.path} does not exist")
         return ref.path
 
@@ -281,20 +285,29 @@ def _check_cycles(actions: dict[Label, Action], errors: dict[Label, str]) -> Non
 
 
 def _check_outputs(actions: dict[Label, Action], errors: dict[Label, str]) -> None:
-    """Two targets may not write the same path, nor one inside the other's."""
-    by_output: dict[str, list[Label]] = defaultdict(list)
+    """Two targets may not write the same path, nor one inside the other's: an artifact and
+    its manifest (`<artifact>.manifest.json`) are both written, so both are claimed."""
+    claims: dict[str, list[tuple[Label, str]]] = defaultdict(list)
     for label, action in actions.items():
-        by_output[action.output].append(label)
-    outputs = sorted(by_output)
-    for i, out in enumerate(outputs):
-        clash = list(by_output[out])
-        for other in outputs[i + 1 :]:
-            if other.startswith(out + "/"):
-                clash.extend(by_output[other])
-        if len(clash) > 1:
-            names = ", ".join(str(c) for c in sorted(set(clash)))
-            for label in clash:
-                errors.setdefault(label, f"targets {names} write the same artifact path {out}")
+        claims[action.output].append((label, "the artifact"))
+        claims[action.output + MANIFEST_SUFFIX].append((label, "the manifest"))
+    paths = sorted(claims)
+    for i, path in enumerate(paths):
+        clash = list(claims[path])
+        for other in paths[i + 1 :]:
+            if other.startswith(path + "/"):
+                clash.extend(claims[other])
+        owners = sorted({label for label, _ in clash})
+        if len(owners) < 2:
+            continue
+        names = ", ".join(str(c) for c in owners)
+        if all(role == "the artifact" for _, role in claims[path]):
+            message = f"targets {names} write the same artifact path {path}"
+        else:
+            roles = "; ".join(f"{role} of {label}" for label, role in clash)
+            message = f"targets {names} write into each other's paths at {path} ({roles})"
+        for label in owners:
+            errors.setdefault(label, message)
 
 
 def _check_serving(actions: dict[Label, Action], errors: dict[Label, str]) -> None:

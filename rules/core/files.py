@@ -13,6 +13,8 @@ from rules.core.errors import CacheError
 from rules.core.hashing import sha256_file
 
 ArtifactKind = Literal["directory", "file"]
+# Each artifact's manifest sits beside it: `<artifact>.manifest.json`.
+MANIFEST_SUFFIX = ".manifest.json"
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # Only permission bits are kept: setuid/setgid/sticky coming back out of a

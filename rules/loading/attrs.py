@@ -186,6 +186,9 @@ def out(format: str, value: object) -> str | None:
     path = posixpath.normpath(string("out", value))
     if path in ("", ".") or path.startswith(("/", "..")) or "\\" in path:
         raise AttrError(f"attribute 'out' must stay inside artifacts/. Received: {value!r}")
+    if any(part.startswith(".") for part in path.split("/")):
+        # Hidden names are the build's own: staging and replaced copies.
+        raise AttrError(f"attribute 'out' must not name a hidden file. Received: {value!r}")
     suffix = EXPORT_FORMATS[format].suffix
     if suffix and not path.endswith(suffix):
         raise AttrError(

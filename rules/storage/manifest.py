@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from rules.core.digests import DigestCache
-from rules.core.files import FileEntry, InvalidEntry, SpecialFile, walk_tree
+from rules.core.files import MANIFEST_SUFFIX, FileEntry, InvalidEntry, SpecialFile, walk_tree
 from rules.core.fsio import read_json, write_json
-
-MANIFEST_SUFFIX = ".manifest.json"
 
 
 @dataclass(frozen=True)
