@@ -11,21 +11,24 @@ from __future__ import annotations
 import atexit
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from rules import config
-from rules.analysis import action_key
+from rules.analysis import action_key, reasons
 from rules.analysis.action_key import ActionKey, InputMissing
 from rules.analysis.graph import Action, BuildGraph, analyse
 from rules.analysis.imports import ImportScanner
+from rules.cache.health import probe
 from rules.cache.local import LocalCache
+from rules.cache.remote_config import RemoteError
 from rules.cache.tiers import TieredCache
 from rules.core.backends import BACKENDS
 from rules.core.digests import DigestCache
-from rules.core.errors import ExportError
+from rules.core.errors import CacheError, ExportError
 from rules.core.files import FileEntry, scan_tree
 from rules.core.formats import EXPORT_FORMATS
 from rules.core.fsio import DigestMismatch, discard
@@ -85,13 +88,12 @@ class BuildSession:
         self.state = root / STATE_DIR
         self.state.mkdir(exist_ok=True)
         self.settings = config.load(root)
-        self.cache: TieredCache | None = None
-        if self.settings.cache_dir is not None:
-            local = LocalCache(self.settings.cache_dir)
-            self.cache = TieredCache(local, self.settings.remote, self._warn)
-        # Action locks sit beside the cache so that workspaces sharing a cache
-        # also share them; without a cache they only need to cover this one.
-        self.lock_root = self.settings.cache_dir or self.state
+        # The cache is set up when a build first needs it (a no-op never does):
+        # see _cache_ready().
+        self._cache: TieredCache | None = None
+        self._cache_decided = False
+        self._lock_root = self.state
+        self._cache_writable = False
         self.digests = DigestCache(self.state / "digests.json")
         self.scanner = ImportScanner(root, self.digests, self.state / "imports.json")
         self._toolchain: Toolchain | None = None
@@ -100,7 +102,7 @@ class BuildSession:
         server = ServerConfig(self.state, self.settings.server_idle_timeout,
                               lambda: self.toolchain.to_json()) if self.settings.server else None
         self.pool = WorkerPool(root, on_start=self._worker_started, server=server,
-                               on_notice=self._notice)
+                               on_notice=self._notice, hidden_env=self.settings.header_vars)
         # doit asks is_up_to_date() and then runs build() for the same target;
         # the Check travels between the two calls here.
         self._checks: dict[Label, Check] = {}
@@ -134,6 +136,12 @@ class BuildSession:
             self._checks[label] = check
         return check.up_to_date
 
+    def reasons(self, label: Label) -> tuple[str, ...]:
+        """Why the last up-to-date check of `label` said it must be built (for doit info)."""
+        with self._lock:
+            check = self._checks.get(label)
+        return check.reasons if check is not None else ()
+
     def check(self, label: Label) -> Check:
         """Is the published artifact the one the current inputs make, intact and served?"""
         action = self.actions[label]
@@ -155,7 +163,7 @@ class BuildSession:
                          serving_stale=True)
         if previous is not None and previous.key == key.digest:
             return Check(key, None, (f"{action.output} is missing or was modified",))
-        return Check(key, None, tuple(action_key.explain(previous.inputs if previous else None,
+        return Check(key, None, tuple(reasons.explain(previous.inputs if previous else None,
                                                          key.inputs)))
 
     def _current(self, dest: Path, manifest: Manifest | None, key: ActionKey) -> Manifest | None:
@@ -174,21 +182,98 @@ class BuildSession:
                                   lambda version: manifest_io.intact(version, manifest,
                                                                      self.digests))
 
+    # -- the cache and the action locks ---------------------------------------
+
+    def _cache_ready(self) -> TieredCache | None:
+        """The cache tiers, set up on first use: read-write, hits only, or none.
+
+        A cache folder that cannot be written (a read-only mount, a full disk,
+        no inodes) still serves hits; one that cannot be used at all (a file)
+        is skipped. Either way, one warning, and the build goes on; action
+        locks then stay in the workspace's state folder.
+        """
+        with self._lock:
+            if self._cache_decided:
+                return self._cache
+            self._cache_decided = True
+            self._cache_writable = False
+            root = self.settings.cache_dir
+            if root is None:
+                return None
+            health = probe(root)
+            if health.problem:
+                self._warn(health.problem)
+            if health.mode == "off":
+                return None
+            writable = health.mode == "read-write"
+            # A remote hit lands in the local cache first: not in a read-only one.
+            remote = self.settings.remote if writable else None
+            self._cache = TieredCache(LocalCache(root), remote, self._warn)
+            self._cache_writable = writable
+            if writable:
+                # Beside the cache, so that workspaces sharing it share them.
+                self._lock_root = root
+            return self._cache
+
+    def cached(self, key: ActionKey) -> str | None:
+        """Which cache holds a complete entry for `key` ("local" or "remote"), by an existence
+        check: nothing is downloaded."""
+        cache = self._cache_ready()
+        if cache is None:
+            return None
+        try:
+            if cache.local.lookup(key.digest) is not None:
+                return "local"
+        except CacheError:
+            pass
+        remote = cache.remote
+        if remote is not None and remote.healthy:
+            try:
+                if remote.get_ac(key.digest) is not None:
+                    return "remote"
+            except RemoteError:
+                pass
+        return None
+
+    @contextmanager
+    def _action_lock(self, label: Label, key: ActionKey) -> Iterator[None]:
+        """Hold the lock that makes one build of this key run at a time, everywhere."""
+        self._cache_ready()
+
+        def lock(root: Path) -> AbstractContextManager[None]:
+            return hold(action_lock_path(root, key.digest), what=f"{label} (another build of it)",
+                        timeout=self.settings.lock_timeout,
+                        on_wait=lambda msg: self._log(label, msg))
+
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(lock(self._lock_root))
+            except OSError as err:
+                # The cache's lock folder failed after the probe (out of inodes
+                # mid-build): the workspace's own locks still keep its builds apart.
+                self._warn(f"cannot take a lock in {self._lock_root / 'locks'} "
+                           f"({err.strerror or err}); locking in {self.state} instead")
+                with self._lock:
+                    self._lock_root = self.state
+                stack.enter_context(lock(self.state))
+            yield
+
     # -- building -------------------------------------------------------------
 
-    def build(self, label: Label) -> Outcome:
+    def build(self, label: Label, forced: bool = False) -> Outcome:
         """Restore or build one action and publish it; raises RulesError on failure.
 
         The action lock (shared by every workspace using the cache) makes a
         second builder of the same key wait, then find the result published
         or cached instead of exporting it again. With no Check from doit's
         up-to-date callback (`doit -a`), the target is rebuilt from scratch:
-        nothing is taken from artifacts/ or a cache.
+        nothing is taken from artifacts/ or a cache; `forced` (doit -a) says the same.
         """
         action = self.actions[label]
         with self._lock:
             check = self._checks.pop(label, None)
-        forced = check is None
+        # doit runs a target whose check said up to date only when told to.
+        forced = forced or check is None or check.up_to_date
         # doit ran the up-to-date check just before this action, after its
         # dependencies finished: a key it computed is current.
         key = check.key if check is not None else None
@@ -199,11 +284,9 @@ class BuildSession:
                 raise ExportError(str(label), f"input {err} is missing") from err
             except OSError as err:
                 raise ExportError(str(label), f"cannot read an input: {err}") from err
-        reasons = check.reasons if check is not None else ("forced (doit -a)",)
+        reasons = ("forced (doit -a)",) if forced else check.reasons if check else ()
         dest = self.artifact(action)
-        lock = action_lock_path(self.lock_root, key.digest)
-        with hold(lock, what=f"{label} (another build of it)", timeout=self.settings.lock_timeout,
-                  on_wait=lambda msg: self._log(label, msg)):
+        with self._action_lock(label, key):
             if not forced and self._current(dest, manifest_io.read(dest), key) is not None:
                 assert check is not None
                 self._log(label, "up to date; publishing it to TF Serving" if check.serving_stale
@@ -224,11 +307,12 @@ class BuildSession:
     def _restore(
         self, action: Action, key: ActionKey, dest: Path, staging: Path, reasons: tuple[str, ...]
     ) -> Outcome | None:
-        if self.cache is None:
+        cache = self._cache_ready()
+        if cache is None:
             return None
-        hit = self.cache.fetch(key.digest)
+        hit = cache.fetch(key.digest)
         staged = staging / dest.name
-        if hit is None or not self.cache.restore(key.digest, hit, staged):
+        if hit is None or not cache.restore(key.digest, hit, staged):
             return None
         record = hit.result.metadata.get("record", {})
         self._publish(action, key, dest, staged, hit.result.files, hit.result.dirs, record,
@@ -268,9 +352,9 @@ class BuildSession:
             # key so the next run rebuilds (see Bazel #3360).
             self._log(label, "warning: inputs changed during the build; not cached, "
                       "will rebuild next time")
-        elif self.cache is not None:
+        elif (cache := self._cache_ready()) is not None and self._cache_writable:
             metadata = {"label": str(label), "kind": action.kind, "record": dict(result.record)}
-            self.cache.store(key.digest, staged, metadata)
+            cache.store(key.digest, staged, metadata)
         self._publish(action, key, dest, staged, files, dirs, result.record, "built")
         seconds = result.record.get("seconds")
         built = "built (forced)" if forced else "built"
@@ -361,8 +445,8 @@ class BuildSession:
             self._closed = True
         self.save_state()
         self.pool.close()
-        if self.cache is not None:
-            self.cache.close()
+        if self._cache is not None:
+            self._cache.close()
 
     def _warn(self, message: str) -> None:
         print(f"rules_keras: warning: {message}", file=sys.stderr, flush=True)

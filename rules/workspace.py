@@ -9,13 +9,10 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from rules import reporter
+from rules import commands, reporter
 from rules.build import STATE_DIR, BuildSession
-from rules.cache.gc import collect
-from rules.cache.local import LocalCache
-from rules.core.errors import CacheError, RulesError
-from rules.core.settings import format_size, parse_size
-from rules.execution.server import control as server_control
+from rules.core.errors import RulesError
+from rules.core.settings import ConfigError
 from rules.loading.labels import Label
 
 
@@ -34,7 +31,13 @@ class Workspace:
     @property
     def session(self) -> BuildSession:
         if self._session is None:
-            self._session = BuildSession(self.root)
+            try:
+                self._session = BuildSession(self.root)
+            except ConfigError as err:
+                # doit would print its loader's traceback around our message
+                # and exit 3; the message is the whole story.
+                print(f"rules_keras: {err}", file=sys.stderr)
+                raise SystemExit(2) from None
         return self._session
 
     def doit_config(self) -> dict[str, Any]:
@@ -62,7 +65,8 @@ class Workspace:
             exports.append(failure.name)
             yield {
                 "basename": failure.name,
-                "doc": "cannot be built: see the error",
+                # `doit list` shows the error itself, not a pointer to it.
+                "doc": f"cannot be built: {failure.message}",
                 "actions": [(_fail, [failure.message])],
                 "verbosity": 2,
             }
@@ -74,47 +78,39 @@ class Workspace:
                 "basename": name,
                 "doc": action.doc or f"{action.kind} -> {action.output}",
                 "actions": [(self._build, [action.label])],
-                "uptodate": [(self._uptodate, [action.label])],
+                "uptodate": [UpToDate(session, action.label)],
                 "task_dep": [str(dep) for dep in action.deps],
-                "clean": [(self._clean, [action.label])],
+                "clean": [(session.clean, [action.label])],
+                # What `doit info` shows; it never shows a Python repr of ours.
+                "meta": {"label": name, "kind": action.kind, "output": action.output,
+                         "inputs": list(action.inputs)},
                 "verbosity": 2,
             }
+        yield _command("cache_stats", "Show the local cache's location, entry counts and size",
+                       lambda: commands.cache_stats(self.session))
         yield {
-            "basename": "cache_stats",
-            "doc": "Show the local cache's location, entry counts and size",
-            "actions": [self._cache_stats],
-            "uptodate": [False],
-            "verbosity": 2,
+            **_command("cache_gc",
+                       "Shrink the local cache to --max-size (default: cache_max_size), oldest "
+                       "first", lambda max_size: commands.cache_gc(self.session, max_size)),
+            "params": [{"name": "max_size", "long": "max-size", "default": "",
+                        "help": "size to shrink to, e.g. 5G or 500M"}],
         }
+        yield _command("server_status",
+                       "Show this workspace's warm export servers: pid, idle time, toolchain",
+                       lambda: commands.server_status(self.session))
+        yield _command("server_stop",
+                       "Stop this workspace's export servers (the next build starts one again)",
+                       lambda: commands.server_stop(self.root))
         yield {
-            "basename": "cache_gc",
-            "doc": "Shrink the local cache to --max-size (default: cache_max_size), oldest first",
-            "actions": [self._cache_gc],
-            "params": [
-                {
-                    "name": "max_size",
-                    "long": "max-size",
-                    "default": "",
-                    "help": "size to shrink to, e.g. 5G or 500M",
-                }
-            ],
-            "uptodate": [False],
-            "verbosity": 2,
+            **_command("explain",
+                       "Say what `doit export` would do with each target (or LABEL/PATTERN "
+                       "...), and why; builds nothing",
+                       lambda pos: commands.explain(self.session, list(pos))),
+            "pos_arg": "pos",
         }
-        yield {
-            "basename": "server_status",
-            "doc": "Show this workspace's warm export servers: pid, idle time, toolchain",
-            "actions": [self._server_status],
-            "uptodate": [False],
-            "verbosity": 2,
-        }
-        yield {
-            "basename": "server_stop",
-            "doc": "Stop this workspace's export servers (the next build starts one again)",
-            "actions": [self._server_stop],
-            "uptodate": [False],
-            "verbosity": 2,
-        }
+        yield _command("clean_orphans",
+                       "Remove artifacts that belong to no target, and empty folders",
+                       lambda: commands.clean_orphans(self.session))
         yield {
             "basename": "export",
             "doc": "Build every keras_export target (and the keras_train targets they need)",
@@ -122,72 +118,43 @@ class Workspace:
             "task_dep": exports,
         }
 
-    def _uptodate(self, label: Label) -> bool:
-        return self.session.is_up_to_date(label)
-
     def _build(self, label: Label) -> TaskFailed | dict[str, str]:
         try:
-            outcome = self.session.build(label)
+            outcome = self.session.build(label, forced=_always_execute())
         except RulesError as err:
             return TaskFailed(str(err))
         return {reporter.STATUS: outcome.status}
 
-    def _clean(self, label: Label) -> None:
-        self.session.clean(label)
 
-    def _cache_stats(self) -> TaskFailed | None:
-        settings = self.session.settings
-        if settings.cache_dir is None:
-            print("the local cache is off (cache = false or RULES_KERAS_CACHE=0)")
-            return None
-        try:
-            stats = LocalCache(settings.cache_dir).stats()
-        except CacheError as err:
-            return TaskFailed(f"cannot read the cache: {err}")
-        print(f"cache: {settings.cache_dir}")
-        print(f"  {stats.ac_entries} action results, {stats.cas_blobs} blobs, "
-              f"{format_size(stats.total_bytes)} (limit for cache_gc: "
-              f"{format_size(settings.cache_max_size)})")
-        if stats.tmp_files:
-            print(f"  {stats.tmp_files} unfinished writes (removed by cache_gc after an hour)")
-        remote = settings.remote
-        print(f"remote: {remote.url if remote else 'none'}"
-              + (" (upload)" if remote and remote.upload else " (read-only)" if remote else ""))
-        return None
+class UpToDate:
+    """doit's up-to-date callback for one target; `doit info` prints its repr as the reason."""
 
-    def _cache_gc(self, max_size: str) -> TaskFailed | None:
-        settings = self.session.settings
-        if settings.cache_dir is None:
-            print("the local cache is off; nothing to collect")
-            return None
-        try:
-            limit = parse_size(max_size) if max_size else settings.cache_max_size
-            report = collect(settings.cache_dir, limit)
-        except (RulesError, CacheError, ValueError) as err:
-            return TaskFailed(f"cache_gc: {err}")
-        print(f"removed {report.removed_ac} action results, {report.removed_cas} blobs and "
-              f"{report.removed_tmp} stale tmp files, freeing {format_size(report.freed_bytes)}; "
-              f"{format_size(report.remaining_bytes)} left (limit {format_size(limit)})")
-        return None
+    def __init__(self, session: BuildSession, label: Label) -> None:
+        self._session = session
+        self._label = label
+        self._reasons: tuple[str, ...] = ()
 
-    def _server_status(self) -> TaskFailed | None:
-        session = self.session
-        try:
-            lines = server_control.status_lines(
-                session.state, session.toolchain.to_json(), session.settings.server
-            )
-        except RulesError as err:
-            return TaskFailed(f"server_status: {err}")
-        print("\n".join(lines), file=sys.stdout)
-        return None
+    def __call__(self) -> bool:
+        up_to_date = self._session.is_up_to_date(self._label)
+        self._reasons = self._session.reasons(self._label)
+        return up_to_date
 
-    def _server_stop(self) -> TaskFailed | None:
-        try:
-            lines = server_control.stop_lines(self.root / STATE_DIR)
-        except RulesError as err:
-            return TaskFailed(f"server_stop: {err}")
-        print("\n".join(lines), file=sys.stdout)
-        return None
+    def __repr__(self) -> str:
+        return "; ".join(self._reasons) or "the manifest records the current action key"
+
+
+def _command(name: str, doc: str, action: Any) -> dict[str, Any]:
+    return {"basename": name, "doc": doc, "actions": [action], "uptodate": [False],
+            "verbosity": 2}
+
+
+def _always_execute() -> bool:
+    """Whether doit was told `-a` / `--always-execute` (it does not tell its tasks)."""
+    for arg in sys.argv[1:]:
+        if arg == "--always-execute" or (arg.startswith("-") and not arg.startswith("--")
+                                         and "a" in arg[1:]):
+            return True
+    return False
 
 
 def _fail(message: str) -> TaskFailed:

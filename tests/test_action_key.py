@@ -15,10 +15,10 @@ from rules.analysis.action_key import (
     InputMissing,
     code_modules,
     compute,
-    explain,
 )
 from rules.analysis.graph import Action
 from rules.analysis.imports import ImportScanner
+from rules.analysis.reasons import explain
 from rules.core.digests import DigestCache
 from rules.core.hashing import sha256_json
 from rules.core.toolchain import Toolchain
@@ -269,10 +269,23 @@ def test_explain_third_party_and_top_level_fields() -> None:
     ]
 
 
-def test_explain_shortens_long_attribute_values() -> None:
-    old = {"attrs": {"endpoints": ["x" * 200]}}
-    new = {"attrs": {"endpoints": []}}
-    assert explain(old, new) == [f"attribute endpoints: {repr(['x' * 200])[:57]}... -> []"]
+def test_explain_attribute_changes_structurally() -> None:
+    """Issue 10: a prefix of two long reprs is not a reason; the path to the change is."""
+
+    def ep(name: str, shape: list[int | None]) -> dict[str, object]:
+        tensor = {"tensor": {"shape": shape, "dtype": "float32", "name": None}}
+        return {"name": name, "fn": "call", "training": None, "inputs": [tensor]}
+
+    old = {"attrs": {"endpoints": [ep("serve", [None, 16]), ep("serve_training", [None, 16])]}}
+    new = {"attrs": {"endpoints": [ep("serve", [None, 32]), ep("train_mode", [None, 16])]}}
+    assert explain(old, new) == [
+        "attribute endpoint 'serve_training' removed, 'train_mode' added",
+        "attribute endpoints[0].inputs[0].shape: (None, 16) -> (None, 32)",
+    ]
+    added = explain({"attrs": {}}, {"attrs": {"format_options": {"opset_version": 17}}})
+    assert added == ["attribute format_options.opset_version added: 17"]
+    long = explain({"attrs": {"factory": "m." + "x" * 200}}, {"attrs": {"factory": "m.y"}})
+    assert long == [f"attribute factory: {repr('m.' + 'x' * 200)[:77]}... -> 'm.y'"]
 
 
 def test_explain_with_identical_inputs_blames_the_artifact(ws: Path) -> None:
