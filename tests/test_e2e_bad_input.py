@@ -12,6 +12,7 @@ from tests.conftest import REPO, TINY_MODELS, built_labels, doit, new_workspace,
 
 pytestmark = pytest.mark.e2e
 
+RAISE = '    raise ValueError("boom from the factory")'
 LIB = TINY_MODELS + '''
 
 def raises():
@@ -123,7 +124,7 @@ EXPECTED_ERRORS = {
     "brokencode": "//brokencode:e: factory 'lib.broken:small' could not be imported: "
     "SyntaxError",
     "raises": "//raises:e: factory 'lib.model:raises' raised ValueError: boom from the factory",
-    "raises-traceback": 'lib/model.py", line 13, in raises',
+    "raises-traceback": f'lib/model.py", line {LIB.splitlines().index(RAISE) + 1}, in raises',
     "badsig": "//badsig:e: endpoint 'serve': the input signature does not fit the model: "
     "ValueError: Input 0 with name 'x' of layer 'functional' is incompatible with the layer: "
     "expected shape=(None, 4), found shape=(None, 5)",
