@@ -44,6 +44,8 @@ class Workspace:
         """DOIT_CONFIG for the dodo.py: threads, a concurrency-safe DB and the summary line."""
         state = self.root / STATE_DIR
         state.mkdir(exist_ok=True)
+        dep_file = state / "doit.sqlite"
+        _set_aside_if_corrupt(dep_file)
         return {
             "default_tasks": ["export"],
             # Process mode pickles task results and hangs on ones it cannot;
@@ -53,7 +55,7 @@ class Workspace:
             # doit processes run at once. sqlite3 locks; and nothing we decide
             # depends on this DB (manifests are the source of truth).
             "backend": "sqlite3",
-            "dep_file": str(state / "doit.sqlite"),
+            "dep_file": str(dep_file),
             "reporter": reporter.SummaryReporter,
             "verbosity": 2,
         }
@@ -155,6 +157,24 @@ def _always_execute() -> bool:
                                          and "a" in arg[1:]):
             return True
     return False
+
+
+def _set_aside_if_corrupt(dep_file: Path) -> None:
+    """doit cannot start on a DB that is not SQLite; nothing we decide depends on it, so a
+    damaged one is moved aside (and doit starts a new one) instead of failing every build."""
+    try:
+        with open(dep_file, "rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except OSError:
+        return
+    if head and head != _SQLITE_HEADER:
+        aside = dep_file.with_name(dep_file.name + ".corrupt")
+        dep_file.replace(aside)
+        print(f"rules_keras: warning: {dep_file} is not an SQLite database; moved it to "
+              f"{aside.name} (doit's DB decides nothing here)", file=sys.stderr)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _fail(message: str) -> TaskFailed:
