@@ -19,7 +19,7 @@ from typing import Any, Literal
 from rules import config
 from rules.analysis import action_key
 from rules.analysis.action_key import ActionKey, InputMissing
-from rules.analysis.graph import Action, BuildGraph, analyse
+from rules.analysis.graph import Action, BuildGraph, Policy, analyse
 from rules.analysis.imports import ImportScanner
 from rules.cache.local import LocalCache
 from rules.cache.tiers import TieredCache
@@ -95,7 +95,9 @@ class BuildSession:
         self.digests = DigestCache(self.state / "digests.json")
         self.scanner = ImportScanner(root, self.digests, self.state / "imports.json")
         self._toolchain: Toolchain | None = None
-        self.graph: BuildGraph = analyse(root, load_workspace(root))
+        policy = Policy(strict_verification=self.settings.strict_verification,
+                        warn_undeclared_inputs=self.settings.undeclared_inputs == "warn")
+        self.graph: BuildGraph = analyse(root, load_workspace(root), policy)
         self.actions: dict[Label, Action] = {a.label: a for a in self.graph.actions}
         server = ServerConfig(self.state, self.settings.server_idle_timeout,
                               lambda: self.toolchain.to_json()) if self.settings.server else None
@@ -252,7 +254,8 @@ class BuildSession:
             raise ExportError(str(label), fmt.install_hint(action.backend))
         self._log(label, "building: " + "; ".join(reasons))
         staged = staging / dest.name
-        result = self.pool.run(JobRequest(action.job, str(staged)))
+        declared = action_key.declared_inputs(action, key, ignored=(STATE_DIR,))
+        result = self.pool.run(JobRequest(action.job, str(staged), declared))
         if not result.ok:
             raise ExportError(str(label), result.message, result.details)
         try:

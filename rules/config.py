@@ -39,6 +39,8 @@ class Settings:
     server_idle_timeout: float = 900.0
     serving_root: Path | None = None
     serving_keep: int = 3
+    undeclared_inputs: str = "error"
+    strict_verification: bool = False
 
 
 def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +64,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
         server_idle_timeout=values["server_idle_timeout"],
         serving_root=(root / serving).resolve() if serving else None,
         serving_keep=values["serving_keep"],
+        undeclared_inputs=values["undeclared_inputs"],
+        strict_verification=values["strict_verification"],
     )
 
 
