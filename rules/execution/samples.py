@@ -124,7 +124,11 @@ def vocabulary(model: Any) -> Vocabulary:
     ints: dict[str, list[int]] = {}
     names: list[str] = []
     only_text = True
-    for layer in layers:
+    # A TextVectorization keeps its vocabulary in a StringLookup of its own,
+    # which sees tokens after splitting: the TextVectorization speaks for it.
+    inner = {id(getattr(layer, "_lookup_layer", None)) for layer in layers
+             if isinstance(layer, keras.layers.TextVectorization)}
+    for layer in (lyr for lyr in layers if id(lyr) not in inner):
         if isinstance(layer, keras.layers.IntegerLookup):
             values = [int(v) for v in layer.get_vocabulary(include_special_tokens=False)]
             fed = _model_inputs_feeding(layer, model)

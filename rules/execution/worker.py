@@ -83,7 +83,7 @@ def answer(line: bytes) -> JobResult:
         if message.get("op") == "ping":
             return JobResult(True)
         request = JobRequest.from_wire(message)
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         return JobResult.failure("ProtocolError", f"malformed request: {err}")
     return run_job(request)
 
