@@ -40,7 +40,6 @@ IGNORED_PARTS = frozenset({"__pycache__", "site-packages", "dist-packages", "nod
 _OWN_PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
-
 class Event(NamedTuple):
     """An open (absolute path and flags) or an import (module name), and the file of the
     workspace module whose top level was running when it happened ("" for none)."""
@@ -94,10 +93,9 @@ def install() -> None:
     def import_module(name: str, package: str | None = None) -> Any:
         if _state.on:
             try:
-                absolute = importlib.util.resolve_name(name, package)
-            except (ImportError, ValueError):
-                absolute = name
-            _record("import", absolute, 0)
+                _record("import", importlib.util.resolve_name(name, package), 0)
+            except Exception:
+                pass  # a bad name fails in the import itself, with its own message
         return original(name, package)
 
     importlib.import_module = import_module
