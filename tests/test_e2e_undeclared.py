@@ -88,6 +88,18 @@ def _files(outside: Path) -> dict[str, str]:
             'keras_model(name="b", factory="deep.model:build", weights="//lib:w")\n'
             'keras_export(name="b_e", model=":b")\n'
         ),
+        # A training function's undeclared read: the fix names the keras_train.
+        "trainread/__init__.py": "",
+        "trainread/rows.csv": "1,2\n",
+        "trainread/train.py": (
+            "from pathlib import Path\n\n"
+            "def fit(model):\n    Path('trainread/rows.csv').read_text()\n"
+        ),
+        "trainread/BUILD.py": HEADER + (
+            'keras_train(name="w", factory="lib.model:small", train="trainread.train:fit")\n'
+            'keras_model(name="m", factory="lib.model:small", weights=":w")\n'
+            'keras_export(name="e", model=":m")\n'
+        ),
         # A read outside the workspace is none of the build's business.
         "outside/__init__.py": "",
         "outside/model.py": (
@@ -106,8 +118,12 @@ FAILING = {
     "or import it statically",
     "//deep:b_e": "//deep:b_e: reads lib/settings.json, which it does not declare, so a change "
     "to it would not rebuild the target: add '../lib/settings.json' to data of //deep:b",
+    "//trainread:w": "//trainread:w: reads trainread/rows.csv, which it does not declare, so a "
+    "change to it would not rebuild the target: add 'rows.csv' to data of //trainread:w",
 }
 PASSING = {"//lib:w", "//declared:e", "//deep:a_e", "//outside:e"}
+# //trainread:e cannot be built without the weights of //trainread:w.
+FAILED = len(FAILING) + 1
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +146,7 @@ def test_undeclared_reads_and_dynamic_imports_fail_naming_the_file_and_the_fix(
     assert first_run.returncode != 0
     for label, message in FAILING.items():
         assert message in output, (label, output)
-    assert counts(first_run)["failed"] == len(FAILING)
+    assert counts(first_run)["failed"] == FAILED
     assert built_labels(first_run) == PASSING
     # The import by dyn/plugin.py of lib.model is part of plugin's fix, not a second report.
     assert "lib/model.py" not in output
@@ -148,13 +164,13 @@ def test_warn_mode_builds_them_and_records_the_warnings(
     manifests = read_manifests(ws)
     for label, message in FAILING.items():
         assert manifests[label]["record"]["warnings"] == [message]  # type: ignore[index]
-    for label in PASSING - {"//lib:w"}:
+    for label in PASSING | {"//trainread:e"}:
         assert "warnings" not in manifests[label]["record"]  # type: ignore[operator]
     # The setting is in the keys: what warn mode built is not up to date for
     # error mode, which restores the clean targets and fails the others again.
     again = doit(ws, "--continue", "export")
     assert again.returncode != 0
-    assert counts(again)["failed"] == len(FAILING)
+    assert counts(again)["failed"] == FAILED
     for message in FAILING.values():
         assert message in again.stdout + again.stderr
     assert built_labels(again) == set(), again.stdout
