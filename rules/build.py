@@ -20,7 +20,7 @@ from typing import Any, Literal
 from rules import config
 from rules.analysis import action_key, reasons
 from rules.analysis.action_key import ActionKey, InputMissing
-from rules.analysis.graph import Action, BuildGraph, analyse
+from rules.analysis.graph import Action, BuildGraph, Policy, analyse
 from rules.analysis.imports import ImportScanner
 from rules.cache.health import probe
 from rules.cache.local import LocalCache
@@ -97,7 +97,9 @@ class BuildSession:
         self.digests = DigestCache(self.state / "digests.json")
         self.scanner = ImportScanner(root, self.digests, self.state / "imports.json")
         self._toolchain: Toolchain | None = None
-        self.graph: BuildGraph = analyse(root, load_workspace(root))
+        policy = Policy(strict_verification=self.settings.strict_verification,
+                        warn_undeclared_inputs=self.settings.undeclared_inputs == "warn")
+        self.graph: BuildGraph = analyse(root, load_workspace(root), policy)
         self.actions: dict[Label, Action] = {a.label: a for a in self.graph.actions}
         server = ServerConfig(self.state, self.settings.server_idle_timeout,
                               lambda: self.toolchain.to_json()) if self.settings.server else None
@@ -318,6 +320,8 @@ class BuildSession:
         self._publish(action, key, dest, staged, hit.result.files, hit.result.dirs, record,
                       "restored")
         self._log(action.label, f"restored {action.output} from the {hit.source} cache")
+        for line in record.get("warnings", ()):  # what its build warned about still holds
+            self._warn(str(line))
         return Outcome(str(action.label), "restored", reasons)
 
     def _export(
@@ -338,7 +342,8 @@ class BuildSession:
             raise ExportError(str(label), fmt.install_hint(action.backend))
         self._log(label, "building: " + "; ".join(reasons))
         staged = staging / dest.name
-        result = self.pool.run(JobRequest(action.job, str(staged)))
+        declared = action_key.declared_inputs(action, key, ignored=(STATE_DIR,))
+        result = self.pool.run(JobRequest(action.job, str(staged), declared))
         if not result.ok:
             raise ExportError(str(label), result.message, result.details)
         try:
@@ -359,6 +364,8 @@ class BuildSession:
         seconds = result.record.get("seconds")
         built = "built (forced)" if forced else "built"
         self._log(label, f"{built} {action.output} in {seconds:.2f}s" if seconds else built)
+        for line in result.warnings:  # each names the label
+            self._warn(line)
         return Outcome(str(label), "built", reasons, forced)
 
     def _publish(

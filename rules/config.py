@@ -41,6 +41,8 @@ class Settings:
     serving_keep: int = 3
     # Variables that hold remote-cache headers (secrets): kept from workers.
     header_vars: frozenset[str] = frozenset()
+    undeclared_inputs: str = "error"
+    strict_verification: bool = False
 
 
 def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +67,8 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
         serving_root=(root / serving).resolve() if serving else None,
         serving_keep=values["serving_keep"],
         header_vars=frozenset(values["remote_headers_env"]),
+        undeclared_inputs=values["undeclared_inputs"],
+        strict_verification=values["strict_verification"],
     )
 
 

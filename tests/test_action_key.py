@@ -15,6 +15,7 @@ from rules.analysis.action_key import (
     InputMissing,
     code_modules,
     compute,
+    declared_inputs,
 )
 from rules.analysis.graph import Action
 from rules.analysis.imports import ImportScanner
@@ -114,6 +115,25 @@ def test_key_is_sha256_of_its_inputs(ws: Path) -> None:
     assert serve.inputs["third_party"] == {"numpy": __import__("numpy").__version__}
     assert "m/train.py" in keys["w"].inputs["code"]
     assert set(keys["w"].inputs["files"]) == {"m/data.csv"}
+
+
+def test_a_python_file_in_data_is_code_whose_imports_enter_the_closure(ws: Path) -> None:
+    write(ws, "m/plugin.py", "from other import thing\n")
+    write_build(ws, "m", BUILD.replace("SEED", "0").replace("TOL", "1e-5").replace("DOC", "d")
+                .replace('data=["data.csv"]', 'data=["data.csv", "plugin.py"]'))
+    (train,) = [a for a in graph(ws).actions if a.label.name == "w"]
+    assert "m.plugin" in code_modules(train)
+    assert {"m/plugin.py", "other/thing.py"} <= set(_keys(ws)["w"].inputs["code"])
+
+
+def test_declared_inputs_are_every_file_the_key_holds(ws: Path) -> None:
+    keys = _keys(ws)
+    actions = {a.label.name: a for a in graph(ws).actions}
+    declared = declared_inputs(actions["serve"], keys["serve"], ignored=(".rules_keras",))
+    assert set(declared.files) == {*keys["serve"].inputs["files"], *keys["serve"].inputs["code"]}
+    assert "m/init.weights.h5" in declared.files and "m/unrelated.py" not in declared.files
+    assert declared.owner == "//m:model" and declared.ignored == ("artifacts", ".rules_keras")
+    assert declared_inputs(actions["w"], keys["w"]).owner == "//m:w"
 
 
 def test_key_is_stable(ws: Path) -> None:

@@ -15,7 +15,9 @@ from workspace_helpers import (
     write_build,
 )
 
-from rules.analysis.graph import analyse
+from rules.analysis.action_key import code_modules
+from rules.analysis.graph import Policy, analyse
+from rules.core.job import ExportJob
 from rules.loading.build_files import load_workspace
 from rules.loading.labels import Label
 
@@ -57,6 +59,58 @@ def test_file_weights_and_model_data_are_inputs(tmp_path: Path) -> None:
     assert action.inputs == ("m/vocab.txt", "m/w.weights.h5")
     assert action.weights == "m/w.weights.h5" and action.deps == ()
     assert action.output == "artifacts/m/sub/e_dir"
+
+
+def test_sample_inputs_are_an_input_of_the_action_or_a_job_field(tmp_path: Path) -> None:
+    _files(tmp_path, "m/w.weights.h5", "m/samples.npz")
+    write_build(
+        tmp_path,
+        "m",
+        """\
+        keras_model(name="model", factory="m.model:build", weights="w.weights.h5")
+        keras_export(name="file", model=":model", sample_inputs="samples.npz")
+        keras_export(name="fn", model=":model", sample_inputs="m.samples:make",
+                     strict_verification=True)
+        keras_export(name="missing", model=":model", sample_inputs="nope.npz")
+        """,
+    )
+    result = graph(tmp_path)
+    by_name = {a.label.name: a for a in result.actions}
+    by_file, by_fn = by_name["file"], by_name["fn"]
+    assert by_file.inputs == ("m/samples.npz", "m/w.weights.h5")
+    assert isinstance(by_file.job, ExportJob) and isinstance(by_fn.job, ExportJob)
+    assert by_file.job.sample_inputs_file == "m/samples.npz"
+    assert by_file.job.sample_inputs is None and not by_file.job.strict_verification
+    assert by_fn.inputs == ("m/w.weights.h5",) and by_fn.job.sample_inputs == "m.samples:make"
+    assert by_fn.job.strict_verification
+    assert "m.samples" in code_modules(by_fn)
+    assert "attribute 'sample_inputs': file m/nope.npz does not exist" in failures(result)[
+        "//m:missing"
+    ]
+    assert by_fn.data_owner == Label("m", "model")
+
+
+def test_the_workspace_policy_reaches_every_job(tmp_path: Path) -> None:
+    _files(tmp_path, "m/w.weights.h5")
+    write_build(
+        tmp_path,
+        "m",
+        """\
+        keras_train(name="t", factory="m.model:build", train="m.train:fit")
+        keras_model(name="model", factory="m.model:build", weights="w.weights.h5")
+        keras_export(name="default", model=":model")
+        keras_export(name="lenient", model=":model", strict_verification=False)
+        """,
+    )
+    policy = Policy(strict_verification=True, warn_undeclared_inputs=True)
+    jobs = {a.label.name: a for a in analyse(tmp_path, load_workspace(tmp_path), policy).actions}
+    assert all(a.job.warn_undeclared_inputs for a in jobs.values())
+    assert jobs["default"].job.strict_verification  # type: ignore[union-attr]
+    assert not jobs["lenient"].job.strict_verification  # type: ignore[union-attr]
+    assert jobs["t"].data_owner == Label("m", "t")
+    plain = {a.label.name: a for a in graph(tmp_path).actions}
+    assert not plain["default"].job.warn_undeclared_inputs
+    assert not plain["default"].job.strict_verification  # type: ignore[union-attr]
 
 
 def test_duplicate_target_names_both_lines(tmp_path: Path) -> None:

@@ -37,15 +37,23 @@ ALTERNATIVES: dict[type, dict[str, Any]] = {
         "tolerance": 0.5,
         "jax2tf_kwargs": FrozenMap({"native_serialization": False}),
         "format_options": FrozenMap({"opset_version": 17}),
+        "sample_inputs": "m.samples:make",
+        "strict_verification": True,
+        "warn_undeclared_inputs": True,
     },
     TrainJob: {
         "backend": "jax",
         "factory": "m.model:other",
         "train": "m.train:other",
         "seed": 7,
+        "warn_undeclared_inputs": True,
     },
 }
-OUT_OF_KEY: dict[str, Any] = {"label": "//elsewhere:renamed", "weights": "other/w.weights.h5"}
+OUT_OF_KEY: dict[str, Any] = {
+    "label": "//elsewhere:renamed",
+    "weights": "other/w.weights.h5",
+    "sample_inputs_file": "other/samples.npz",
+}
 
 
 @pytest.mark.parametrize("cls", [ExportJob, TrainJob])

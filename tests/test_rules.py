@@ -248,6 +248,22 @@ def test_missing_required_attribute(tmp_path: Path) -> None:
             'keras_export(name="bad", model=":model", out="sub/.staging-1-ab.x")',
             "attribute 'out' must not name a hidden file. Received: 'sub/.staging-1-ab.x'",
         ),
+        (
+            'keras_export(name="bad", model=":model", sample_inputs="samples.json")',
+            "attribute 'sample_inputs' must be 'package.module:function' or a .npz file",
+        ),
+        (
+            'keras_export(name="bad", model=":model", sample_inputs="m/samples.py:make")',
+            "attribute 'sample_inputs' must be 'package.module:function'",
+        ),
+        (
+            'keras_export(name="bad", model=":model", sample_inputs="../../s.npz")',
+            "attribute 'sample_inputs' points outside the workspace",
+        ),
+        (
+            'keras_export(name="bad", model=":model", strict_verification="yes")',
+            "attribute 'strict_verification' must be True or False. Received: 'yes'",
+        ),
     ],
 )
 def test_wrong_attribute_values_become_broken_targets(

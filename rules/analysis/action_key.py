@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import rules
-from rules.analysis.graph import Action
+from rules.analysis.graph import ARTIFACTS, Action
 from rules.analysis.imports import ImportScanner
 from rules.core.digests import DigestCache
 from rules.core.formats import EXPORT_FORMATS
 from rules.core.hashing import sha256_json
-from rules.core.job import ExportJob, TrainJob
+from rules.core.job import DeclaredInputs, ExportJob, TrainJob
 from rules.core.toolchain import Toolchain
 
 # Bump when the meaning of a key input changes, so old cache entries stop matching.
@@ -33,14 +33,26 @@ class InputMissing(Exception):
 
 
 def code_modules(action: Action) -> list[str]:
-    """Modules whose code runs during the action: factory, train function, endpoint fns."""
+    """Modules whose code runs during the action: factory, train function, endpoint fns,
+    the function giving the parity check's sample inputs, and .py files listed in `data`.
+
+    A module imported dynamically is listed in `data` (the audit's fix); as a
+    root of the closure, what it imports statically is hashed with it.
+    """
     job = action.job
     refs = [job.factory]
     if isinstance(job, TrainJob):
         refs.append(job.train)
     else:
         refs.extend(ep.fn for ep in job.endpoints if ":" in ep.fn)
-    return sorted({ref.partition(":")[0] for ref in refs})
+        if job.sample_inputs is not None:
+            refs.append(job.sample_inputs)
+    modules = {ref.partition(":")[0] for ref in refs}
+    for rel in action.inputs:
+        parts = rel.removesuffix(".py").split("/")
+        if rel.endswith(".py") and all(p.isidentifier() for p in parts):
+            modules.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(m for m in modules if m)
 
 
 def attributes(action: Action) -> dict[str, Any]:
@@ -93,3 +105,16 @@ def compute(
     if tools:
         inputs["format_tools"] = tools
     return ActionKey(sha256_json(inputs), inputs)
+
+
+def declared_inputs(
+    action: Action, key: ActionKey, ignored: tuple[str, ...] = ()
+) -> DeclaredInputs:
+    """What the job may read without it being reported as undeclared: every file whose
+    digest `key` holds (weights, data, sample_inputs, the code closure). Reads under
+    artifacts/ and the `ignored` folders (the state folder) never count."""
+    return DeclaredInputs(
+        files=tuple(sorted({*key.inputs["files"], *key.inputs["code"]})),
+        owner=str(action.data_owner),
+        ignored=(ARTIFACTS, *ignored),
+    )

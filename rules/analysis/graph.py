@@ -65,6 +65,11 @@ class Action:
     def doc(self) -> str:
         return self.target.doc
 
+    @property
+    def data_owner(self) -> Label:
+        """The target whose `data` lists the files the action's code reads."""
+        return self.model.label if self.model is not None else self.label
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -95,9 +100,18 @@ def output_path(target: TrainTarget | ExportTarget) -> str:
     return str(pkg / (target.label.name + EXPORT_FORMATS[target.format].suffix))
 
 
+@dataclass(frozen=True)
+class Policy:
+    """Workspace settings that decide whether a job fails; they enter its key with the job."""
+
+    strict_verification: bool = False
+    warn_undeclared_inputs: bool = False
+
+
 class _Resolver:
-    def __init__(self, root: Path, packages: tuple[Package, ...]) -> None:
+    def __init__(self, root: Path, packages: tuple[Package, ...], policy: Policy) -> None:
         self.root = root
+        self.policy = policy
         self.packages = {p.name: p for p in packages}
         self.targets: dict[Label, Target] = {}
         self.failures: dict[Label, str] = {}
@@ -174,6 +188,7 @@ class _Resolver:
                 train=target.train,
                 seed=target.seed,
                 weights=weights,
+                warn_undeclared_inputs=self.policy.warn_undeclared_inputs,
             )
             return Action(
                 label=label,
@@ -199,6 +214,10 @@ class _Resolver:
             )
         data = [self.check_file(f, "data") for f in model.data]
         weights, dep = self.weights(model.weights, model.label, "weights")
+        samples = target.sample_inputs
+        samples_file = self.check_file(samples, "sample_inputs") if isinstance(
+            samples, FileRef) else None
+        strict = target.strict_verification
         kwargs = target.jax2tf_kwargs
         job = ExportJob(
             label=str(label),
@@ -212,13 +231,17 @@ class _Resolver:
             tolerance=target.tolerance,
             jax2tf_kwargs=None if kwargs is None else FrozenMap(dict(kwargs)),
             format_options=FrozenMap(dict(target.format_options)),
+            sample_inputs=samples if isinstance(samples, str) else None,
+            sample_inputs_file=samples_file,
+            strict_verification=self.policy.strict_verification if strict is None else strict,
+            warn_undeclared_inputs=self.policy.warn_undeclared_inputs,
         )
         return Action(
             label=label,
             target=target,
             model=model,
             job=job,
-            inputs=tuple(sorted({*data, weights})),
+            inputs=tuple(sorted({*data, weights, *([samples_file] if samples_file else [])})),
             deps=(dep,) if dep else (),
             output=output_path(target),
         )
@@ -234,9 +257,11 @@ def _backend(name: str) -> Backend:
     return cast(Backend, name)
 
 
-def analyse(root: Path, packages: tuple[Package, ...]) -> BuildGraph:
+def analyse(
+    root: Path, packages: tuple[Package, ...], policy: Policy | None = None
+) -> BuildGraph:
     """Resolve every buildable target; failures propagate to the targets that depend on them."""
-    resolver = _Resolver(root, packages)
+    resolver = _Resolver(root, packages, policy or Policy())
     failures: list[Failure] = [
         Failure(p.display_path, str(p.error)) for p in packages if p.error is not None
     ]

@@ -32,9 +32,9 @@ class _JobFields:
     def key_attributes(self) -> dict[str, Any]:
         """The JSON the action key hashes: the kind and every field not in NOT_IN_KEY.
 
-        A field that is None or empty is left out, as proto3 leaves out empty
-        fields: adding an optional field then keeps every existing key (no
-        rebuild of the world), while setting it changes the key.
+        A field that is None, False or empty is left out, as proto3 leaves out
+        fields at their zero value: adding an optional field then keeps every
+        existing key (no rebuild of the world), while setting it changes the key.
         """
         attrs: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -63,6 +63,10 @@ class TrainJob(_JobFields):
     seed: int = 0
     # Workspace-relative path of the starting weights, if any.
     weights: str | None = None
+    # undeclared_inputs = "warn": a read the action did not declare is a
+    # warning, not a failure. In the key, so an artifact built while reads
+    # were only warned about never satisfies a build that fails on them.
+    warn_undeclared_inputs: bool = False
 
     kind: ClassVar[JobKind] = "keras_train"
     NOT_IN_KEY: ClassVar[Mapping[str, str]] = {
@@ -87,15 +91,52 @@ class ExportJob(_JobFields):
     tolerance: float = 1e-5
     jax2tf_kwargs: FrozenMap | None = None
     format_options: FrozenMap = field(default_factory=FrozenMap)
+    # The parity check's inputs: "module:function" (its module is in the
+    # key's code closure), or a workspace-relative .npz file.
+    sample_inputs: str | None = None
+    sample_inputs_file: str | None = None
+    # A vacuous parity check (constant, zero or NaN Keras outputs) fails the
+    # target instead of warning. In the key: a strict build must not take an
+    # artifact whose check was allowed to prove nothing.
+    strict_verification: bool = False
+    warn_undeclared_inputs: bool = False
 
     kind: ClassVar[JobKind] = "keras_export"
     NOT_IN_KEY: ClassVar[Mapping[str, str]] = {
         "label": "a target's name does not change what it builds",
         "weights": "the weights enter the key by content digest, not by path",
+        "sample_inputs_file": "the file enters the key by content digest, not by path",
     }
 
 
 Job = ExportJob | TrainJob
+
+
+@dataclass(frozen=True)
+class DeclaredInputs:
+    """What a job may read in the workspace, for the audit of what it does read.
+
+    `files` are workspace-relative: the action's input files and the key's
+    code closure. `owner` is the label whose `data` takes a missing file (the
+    keras_model of an export, the keras_train itself). Reads under `ignored`
+    (the artifacts and state folders) never count. Not part of the job: all
+    of it is in the key already, by content or by the job's fields.
+    """
+
+    files: tuple[str, ...]
+    owner: str
+    ignored: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"files": list(self.files), "owner": self.owner, "ignored": list(self.ignored)}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> DeclaredInputs:
+        return cls(
+            tuple(str(f) for f in data["files"]),
+            str(data["owner"]),
+            tuple(str(i) for i in data["ignored"]),
+        )
 
 
 def job_from_wire(data: Mapping[str, Any]) -> Job:
@@ -110,6 +151,7 @@ def job_from_wire(data: Mapping[str, Any]) -> Job:
                 train=str(data["train"]),
                 seed=int(data["seed"]),
                 weights=data["weights"],
+                warn_undeclared_inputs=bool(data["warn_undeclared_inputs"]),
             )
         if kind == "keras_export":
             kwargs = data["jax2tf_kwargs"]
@@ -127,6 +169,10 @@ def job_from_wire(data: Mapping[str, Any]) -> Job:
                 tolerance=float(data["tolerance"]),
                 jax2tf_kwargs=None if kwargs is None else FrozenMap(kwargs),
                 format_options=FrozenMap(data["format_options"]),
+                sample_inputs=data["sample_inputs"],
+                sample_inputs_file=data["sample_inputs_file"],
+                strict_verification=bool(data["strict_verification"]),
+                warn_undeclared_inputs=bool(data["warn_undeclared_inputs"]),
             )
     except (KeyError, TypeError) as err:
         raise ValueError(f"malformed job: {type(err).__name__}: {err}") from None
@@ -134,7 +180,7 @@ def job_from_wire(data: Mapping[str, Any]) -> Job:
 
 
 def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, (tuple, Mapping)) and not value)
+    return value is None or value is False or (isinstance(value, (tuple, Mapping)) and not value)
 
 
 def _to_json(value: Any) -> Any:

@@ -58,6 +58,11 @@ SETTINGS: tuple[Setting, ...] = (
             "folder of the TF Serving tree that keras_export(serving=...) publishes to"),
     Setting("serving_keep", "count", None, 3,
             "versions kept per served model"),
+    Setting("undeclared_inputs", "choice", "RULES_KERAS_UNDECLARED_INPUTS", "error",
+            "a workspace file a job reads but does not declare: 'error' fails the target, "
+            "'warn' only warns", choices=("error", "warn")),
+    Setting("strict_verification", "bool", "RULES_KERAS_STRICT_VERIFICATION", False,
+            "true: a parity check whose Keras outputs are constant, zero or NaN fails the target"),
     Setting("remote_cache", "text", "RULES_KERAS_REMOTE_CACHE", None,
             "remote cache URL (http, https); an empty variable turns it off"),
     Setting("remote_upload", "bool", "RULES_KERAS_REMOTE_UPLOAD", False,

@@ -1,9 +1,9 @@
 """Messages between the build and whatever runs a job: one JSON object per line.
 
-A request carries the typed job (rules.core.job) in its wire form and the
-staging path to write; the receiving process parses it once, on the first
-line that reads it. A ping asks a fresh worker to answer once its imports
-are done.
+A request carries the typed job (rules.core.job) in its wire form, the
+staging path to write and, for the audit of what the job reads, its declared
+inputs; the receiving process parses it once, on the first line that reads
+it. A ping asks a fresh worker to answer once its imports are done.
 """
 
 from __future__ import annotations
@@ -13,22 +13,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.core.job import Job, job_from_wire
+from rules.core.job import DeclaredInputs, Job, job_from_wire
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """Run `job`, writing its artifact at `out` (a staging path the caller publishes)."""
+    """Run `job`, writing its artifact at `out` (a staging path the caller publishes).
+
+    With `declared`, the job's reads are audited (rules.execution.audit);
+    without (the server's warm-up), they are not.
+    """
 
     job: Job
     out: str
+    declared: DeclaredInputs | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"op": "run", "job": self.job.to_wire(), "out": self.out}
+        declared = None if self.declared is None else self.declared.to_wire()
+        return {"op": "run", "job": self.job.to_wire(), "out": self.out, "declared": declared}
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> JobRequest:
-        return cls(job_from_wire(data["job"]), str(data["out"]))
+        declared = data.get("declared")
+        return cls(
+            job_from_wire(data["job"]),
+            str(data["out"]),
+            None if declared is None else DeclaredInputs.from_wire(declared),
+        )
 
 
 PING: dict[str, Any] = {"op": "ping"}
@@ -75,6 +86,11 @@ class JobResult:
             "the model code ended the process (os._exit or sys.exit in a thread) before the "
             "export finished; a factory, train or endpoint function must return, not exit",
         )
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the build prints after the target's outcome, one line each; each names the label."""
+        return [str(w) for w in self.record.get("warnings", ())]
 
 
 def encode(message: Mapping[str, Any]) -> bytes:

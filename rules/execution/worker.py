@@ -9,13 +9,19 @@ import time
 from typing import Any
 
 from rules.core.backends import BACKENDS
-from rules.core.job import ExportJob
+from rules.core.job import DeclaredInputs, ExportJob
+from rules.execution import audit
 from rules.execution.failures import JobFailure, user_traceback
 from rules.execution.protocol import JobRequest, JobResult, decode, encode
 
 
 def run_job(request: JobRequest) -> JobResult:
-    """Run one job; every exception becomes a JobResult so the worker survives it."""
+    """Run one job; every exception becomes a JobResult so the worker survives it.
+
+    The process's working directory is the workspace root. With declared
+    inputs in the request, what the job reads is audited from the factory
+    call through export and verification.
+    """
     import keras
 
     job = request.job
@@ -23,6 +29,8 @@ def run_job(request: JobRequest) -> JobResult:
     # keys) must not depend on which targets this worker built before.
     keras.backend.clear_session()
     started = time.perf_counter()
+    if request.declared is not None:
+        audit.begin(os.getcwd())
     try:
         if keras.backend.backend() != job.backend:
             raise JobFailure(
@@ -50,8 +58,29 @@ def run_job(request: JobRequest) -> JobResult:
         return JobResult.failure(
             "InternalError", f"{type(err).__name__}: {err}", user_traceback(err)
         )
+    finally:
+        recording = audit.end() if request.declared is not None else None
+    if recording is not None and request.declared is not None:
+        problems = _undeclared(recording, request.declared, request.out)
+        if problems and not job.warn_undeclared_inputs:
+            return JobResult.failure(
+                "UndeclaredInput",
+                "; ".join(problems) + ' (undeclared_inputs = "warn" in [tool.rules_keras] '
+                "makes this a warning while you migrate)",
+            )
+        if problems:
+            record["warnings"] = [*record.get("warnings", ()),
+                                  *(f"{job.label}: {p}" for p in problems)]
     record["seconds"] = round(time.perf_counter() - started, 3)
     return JobResult(True, record)
+
+
+def _undeclared(recording: audit.Recording, declared: DeclaredInputs, out: str) -> list[str]:
+    """What the job read or imported from the workspace without declaring it, with the fix."""
+    findings = audit.undeclared(
+        recording, root=os.getcwd(), declared=declared.files, ignored=declared.ignored, out=out
+    )
+    return audit.describe(findings, declared.owner)
 
 
 def answer(line: bytes) -> JobResult:
@@ -61,7 +90,7 @@ def answer(line: bytes) -> JobResult:
         if message.get("op") == "ping":
             return JobResult(True)
         request = JobRequest.from_wire(message)
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         return JobResult.failure("ProtocolError", f"malformed request: {err}")
     return run_job(request)
 

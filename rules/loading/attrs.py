@@ -79,6 +79,27 @@ def weights(ctx: PackageContext, attr: str, value: object) -> FileRef | Label:
     return file_ref(ctx, attr, text)
 
 
+def sample_inputs(ctx: PackageContext, value: object) -> FileRef | str | None:
+    """A "module:function" returning samples per endpoint, or a .npz file in the package."""
+    if value is None:
+        return None
+    text = string("sample_inputs", value)
+    if text.endswith(".npz"):
+        return file_ref(ctx, "sample_inputs", text)
+    if ":" in text:
+        return callable_ref("sample_inputs", text)
+    raise AttrError(
+        "attribute 'sample_inputs' must be 'package.module:function' or a .npz file "
+        f"relative to this BUILD.py. Received: {value!r}"
+    )
+
+
+def optional_bool(attr: str, value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise AttrError(f"attribute {attr!r} must be True or False. Received: {value!r}")
+    return value
+
+
 def backend(value: object) -> str:
     if value not in BACKENDS:
         raise AttrError(

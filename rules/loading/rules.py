@@ -164,6 +164,8 @@ def keras_export(
     doc: str = "",
     format_options: Mapping[str, Any] | None = None,
     serving: str | None = None,
+    sample_inputs: str | None = None,
+    strict_verification: bool | None = None,
 ) -> None:
     """Export a keras_model with Keras and verify the artifact in the runtime that serves it.
 
@@ -195,6 +197,14 @@ def keras_export(
         tf.lite.OpsSet and dtypes stand for those objects).
     serving: a TF Serving model name (tf_saved_model only); every build also
         publishes the artifact as `<serving_root>/<serving>/<version>/`.
+    sample_inputs: the parity check's inputs instead of generated ones:
+        "module:function" returning {endpoint name: [call, ...]}, each call a
+        list with one value per positional input, or a .npz file relative to
+        this BUILD.py holding "<endpoint>" (or "<endpoint>/<input path>") arrays
+        whose first axis enumerates the calls. It enters the action key.
+    strict_verification: True makes a vacuous parity check (Keras outputs the
+        same for every sample, all zero, or NaN) fail the target instead of
+        warning; None follows the workspace's strict_verification setting.
     """
     ctx = current()
     fmt = attrs.export_format(format)
@@ -217,5 +227,7 @@ def keras_export(
             doc=attrs.string("doc", doc, allow_empty=True),
             format_options=attrs.format_options(fmt, format_options),
             serving=attrs.serving(fmt, serving),
+            sample_inputs=attrs.sample_inputs(ctx, sample_inputs),
+            strict_verification=attrs.optional_bool("strict_verification", strict_verification),
         ),
     )

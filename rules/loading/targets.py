@@ -61,6 +61,10 @@ class ExportTarget:
     doc: str
     format_options: tuple[tuple[str, Any], ...] = ()
     serving: str | None = None
+    # "module:function" or a .npz file: the parity check's inputs.
+    sample_inputs: FileRef | str | None = None
+    # None: the workspace's strict_verification setting decides.
+    strict_verification: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from rules.execution.formats.common import (
     require,
 )
 from rules.execution.model_loading import build_model
-from rules.execution.verify import check_call
+from rules.execution.samples import Sampled, for_job
+from rules.execution.verify import check_call, conclude
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ def export(job: ExportJob, out: str, adapter: Adapter) -> dict[str, Any]:
     require(job.format, job.backend)
     model = build_model(job.factory, job.weights)
     ep = call_endpoint(model, job)
+    sampled = for_job(job, model, [ep])[ep.name]
     signature = [input_specs(tree) for tree in ep.inputs]
     try:
         adapter.write(model, out, signature, job)
@@ -61,8 +63,8 @@ def export(job: ExportJob, out: str, adapter: Adapter) -> dict[str, Any]:
         raise export_failed(job.format, err) from err
     pause_point("export")
     opened = adapter.open(out, ep)
-    verification = verify(job, model, ep, opened)
-    return {
+    verification, warnings = verify(job, model, ep, opened, sampled)
+    record = {
         "format": job.format,
         "backend": job.backend,
         "endpoints": [ep.to_json()],
@@ -71,13 +73,19 @@ def export(job: ExportJob, out: str, adapter: Adapter) -> dict[str, Any]:
         **opened.record,
         "verification": verification,
     }
+    if warnings:
+        record["warnings"] = warnings
+    return record
 
 
-def verify(job: ExportJob, model: Any, ep: Endpoint, opened: Opened) -> dict[str, Any]:
-    """Run the parity check and return the manifest's verification record, or fail the job."""
+def verify(
+    job: ExportJob, model: Any, ep: Endpoint, opened: Opened, sampled: Sampled
+) -> tuple[dict[str, Any], list[str]]:
+    """Run the parity check: the manifest's verification record and warnings, or fail the job."""
     fmt, runtime, tolerance = job.format, opened.runtime, job.tolerance
     try:
-        check = check_call(ep, lambda *args: model(*args, training=False), opened.run, tolerance)
+        check = check_call(ep, lambda *args: model(*args, training=False), opened.run, tolerance,
+                           sampled)
     except JobFailure:
         raise
     except Exception as err:
@@ -94,4 +102,4 @@ def verify(job: ExportJob, model: Any, ep: Endpoint, opened: Opened) -> dict[str
             f"{check['max_abs_diff']:.3g} > tolerance {tolerance:g} (raise `tolerance` on the "
             "target if this is expected numerical noise, e.g. from quantization)",
         )
-    return {"runtime": runtime, "tolerance": tolerance, "checks": [check], "passed": True}
+    return conclude(job, runtime, [check])

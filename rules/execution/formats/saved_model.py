@@ -11,7 +11,8 @@ from rules.core.specs import Endpoint
 from rules.execution.failures import JobFailure, import_ref, user_traceback
 from rules.execution.formats.common import default_endpoint, first_line, layer, tf_specs
 from rules.execution.model_loading import build_model
-from rules.execution.verify import check_endpoints
+from rules.execution.samples import for_job
+from rules.execution.verify import check_endpoints, conclude
 
 
 def export(job: ExportJob, out: str) -> dict[str, Any]:
@@ -26,6 +27,8 @@ def export(job: ExportJob, out: str) -> dict[str, Any]:
         archive.track(layer(model, layer_name, "track"))
 
     endpoints = list(job.endpoints) or [default_endpoint(model)]
+    # Before the export: a broken sample_inputs fails in a second, not after it.
+    samples = for_job(job, model, endpoints)
     fns: dict[str, Callable[..., Any]] = {}
     extra: dict[str, Any] = {}
     if job.backend == "jax" and job.jax2tf_kwargs is not None:
@@ -58,7 +61,7 @@ def export(job: ExportJob, out: str) -> dict[str, Any]:
     reloaded = tf.saved_model.load(out)
     reloaded_fns = {ep.name: getattr(reloaded, ep.name) for ep in endpoints}
     try:
-        checks = check_endpoints(endpoints, fns, reloaded_fns, job.tolerance)
+        checks = check_endpoints(endpoints, fns, reloaded_fns, job.tolerance, samples)
     except Exception as err:
         raise JobFailure(
             "VerificationError",
@@ -75,18 +78,17 @@ def export(job: ExportJob, out: str) -> dict[str, Any]:
             f"max abs diff {worst['max_abs_diff']:.3g} > tolerance {job.tolerance:g} "
             "(raise `tolerance` on the target if this is expected numerical noise)",
         )
-    return {
+    verification, warnings = conclude(job, f"TensorFlow {tf.__version__}", checks)
+    record: dict[str, Any] = {
         "format": job.format,
         "backend": job.backend,
         "endpoints": [ep.to_json() for ep in endpoints],
         "variable_collections": [list(p) for p in job.variable_collections],
-        "verification": {
-            "runtime": f"TensorFlow {tf.__version__}",
-            "tolerance": job.tolerance,
-            "checks": checks,
-            "passed": True,
-        },
+        "verification": verification,
     }
+    if warnings:
+        record["warnings"] = warnings
+    return record
 
 
 def _blame_endpoint(archive: Any, endpoints: list[Endpoint], err: Exception) -> None:
