@@ -64,6 +64,17 @@ class Action:
     def doc(self) -> str:
         return self.target.doc
 
+    @property
+    def resources(self) -> FrozenMap:
+        """Where the action may run: the model's resources, overridden name by name by its own.
+
+        Kept on the targets, not the job, so it never enters the key: where an
+        action runs must not change what it produces.
+        """
+        merged = dict(self.model.resources) if self.model is not None else {}
+        merged.update(self.target.resources)
+        return FrozenMap(merged)
+
 
 @dataclass(frozen=True)
 class Failure:
