@@ -17,7 +17,9 @@ from typing import Any
 import platformdirs
 
 from rules.cache.remote_config import RemoteConfig, RemoteError, remote_config_from
+from rules.core.frozen import FrozenMap
 from rules.core.settings import ConfigError, parse_size, resolve
+from rules.execution.ray.config import RayConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,6 +41,8 @@ class Settings:
     server_idle_timeout: float = 900.0
     serving_root: Path | None = None
     serving_keep: int = 3
+    # None unless executor = "ray".
+    ray: RayConfig | None = None
 
 
 def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +66,22 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
         server_idle_timeout=values["server_idle_timeout"],
         serving_root=(root / serving).resolve() if serving else None,
         serving_keep=values["serving_keep"],
+        ray=_ray(values, env),
+    )
+
+
+def _ray(values: Mapping[str, Any], env: Mapping[str, str]) -> RayConfig | None:
+    """executor = "ray": the cluster from RULES_KERAS_RAY_ADDRESS, else Ray's own
+    RAY_ADDRESS, else the file's ray_address, else "auto"."""
+    if values["executor"] != "ray":
+        return None
+    ours = env.get("RULES_KERAS_RAY_ADDRESS", "").strip()
+    address = ours or env.get("RAY_ADDRESS", "").strip() or values["ray_address"] or "auto"
+    return RayConfig(
+        address=address,
+        runtime_env=FrozenMap(values["ray_runtime_env"] or {}),
+        on_mismatch=values["ray_toolchain_mismatch"],
+        idle_timeout=values["server_idle_timeout"],
     )
 
 
