@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.nginx_server import NginxServer
+
 PORT = 6379
 # Ray's minimum is 75 MB; the tests move kilobytes.
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
@@ -177,6 +179,31 @@ class RayCluster:
             subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)
         if self._short is not None:
             shutil.rmtree(self._short, ignore_errors=True)
+
+
+class NamespacedNginx(NginxServer):
+    """The tests' nginx (a Bazel HTTP cache), started inside a cluster's namespace."""
+
+    def __init__(self, cluster: RayCluster, prefix: Path) -> None:
+        prefix.mkdir(parents=True)
+        super().__init__(prefix)
+        self.cluster = cluster
+
+    def start(self) -> None:
+        log = open(self.prefix / "stderr.log", "ab")  # noqa: SIM115 - owned by the child
+        self._process = subprocess.Popen(
+            ["ip", "netns", "exec", self.cluster.namespace, self.binary, "-p", str(self.prefix),
+             "-c", str(self.prefix / "nginx.conf"), "-e", str(self.prefix / "error.log"),
+             "-g", "daemon off;"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), 1).close()"
+        deadline = time.monotonic() + 20
+        while self.cluster.run([sys.executable, "-c", probe], timeout=30).returncode != 0:
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise ClusterError(f"nginx did not start in the namespace:\n{self.errors()}")
+            time.sleep(0.1)
 
 
 def _stop_export_servers(node_dir: Path) -> None:

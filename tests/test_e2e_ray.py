@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from nginx_server import PASSWORD, USER, NginxServer
 
 from tests.conftest import (
     EXAMPLE_TARGETS,
@@ -30,13 +29,15 @@ from tests.conftest import (
     counts,
     read_manifests,
 )
-from tests.ray_cluster import RayCluster, netns_available
+from tests.nginx_server import PASSWORD, USER
+from tests.ray_cluster import NamespacedNginx, RayCluster, netns_available
 from tests.test_e2e_examples import CHECK_SCRIPT, EXPORTS
 
 pytestmark = pytest.mark.e2e
 
 MODEL = '''
 """Tiny models for the cluster tests; some wait or block, to stage a fault."""
+import importlib
 import os
 import time
 from pathlib import Path
@@ -53,6 +54,12 @@ def broken():
 def reads_undeclared():
     """Reads a file its BUILD.py does not declare: found in a checkout, not on a node."""
     Path("undeclared/extra.txt").read_text()
+    return small()
+
+
+def imports_undeclared():
+    """Imports a module no import statement names: the key does not cover it either."""
+    importlib.import_module("undeclared_helper")
     return small()
 
 
@@ -260,17 +267,23 @@ def test_every_manifest_records_the_executor_and_the_node(cluster: RayCluster,
 def test_an_undeclared_input_is_missing_on_the_node(
     cluster: RayCluster, template: Path, tmp_path: Path
 ) -> None:
+    """Both exist in the checkout doit runs in (and Ray puts its folder on its workers'
+    sys.path); neither is declared, so neither exists where the export runs."""
     ws = _workspace(template, tmp_path / "ws", {
         "undeclared": _model("reads_undeclared") + 'keras_export(name="e", model=":m")\n',
+        "dynamic": _model("imports_undeclared") + 'keras_export(name="e", model=":m")\n',
     })
     (ws / "undeclared/extra.txt").write_text("read from the checkout")
-    result = ray_doit(cluster, ws, "export")
+    (ws / "undeclared_helper.py").write_text("VALUE = 1\n")
+    result = ray_doit(cluster, ws, "--continue", "export")
     assert result.returncode != 0
     assert "FileNotFoundError" in result.stdout and "undeclared/extra.txt" in result.stdout
+    assert "No module named 'undeclared_helper'" in result.stdout
+    assert "0 built" in result.stdout
     # Declared, it travels with the action.
     (ws / "undeclared/BUILD.py").write_text(HEADER + _model(
         "reads_undeclared", data='["extra.txt"]') + 'keras_export(name="e", model=":m")\n')
-    _ok(ray_doit(cluster, ws, "export"))
+    _ok(ray_doit(cluster, ws, "//undeclared:e"))
     assert read_manifests(ws)["//undeclared:e"]["record"]["executor"] == "ray"  # type: ignore[index]
 
 
@@ -342,28 +355,6 @@ def test_a_remote_build_is_uploaded_to_the_remote_cache_as_a_local_one_is(
         assert list(nginx.root.glob("ac/**/" + str(manifest["key"])))
     finally:
         nginx.stop()
-
-
-class NamespacedNginx(NginxServer):
-    """The tests' nginx, started inside the cluster's namespace where doit runs."""
-
-    def __init__(self, cluster: RayCluster, prefix: Path) -> None:
-        prefix.mkdir(parents=True)
-        super().__init__(prefix)
-        self.cluster = cluster
-
-    def start(self) -> None:
-        log = open(self.prefix / "stderr.log", "ab")  # noqa: SIM115 - owned by the child
-        self._process = subprocess.Popen(
-            ["ip", "netns", "exec", self.cluster.namespace, self.binary, "-p", str(self.prefix),
-             "-c", str(self.prefix / "nginx.conf"), "-e", str(self.prefix / "error.log"),
-             "-g", "daemon off;"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        probe = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), 1).close()"
-        _wait_for(lambda: self.cluster.run([sys.executable, "-c", probe], timeout=30)
-                  .returncode == 0, 20, "nginx to listen")
 
 
 # -- toolchain, reachability, interruption ----------------------------------------------

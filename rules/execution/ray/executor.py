@@ -73,6 +73,7 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._connect_lock = threading.Lock()
         self._connected: bool | None = None
+        self._connected_at = 0.0
         self._task: Any = None
         self._blobs: BlobUploads | None = None
         self._in_flight: set[Any] = set()
@@ -121,10 +122,11 @@ class RayExecutor:
         if report is None:
             return self._local("the cluster failed")
         result = self._accept(report, action, Path(request.out))
-        if result is not None and report.timings is not None:
+        if result is not None and result.ok:
+            finished = time.perf_counter()
             with self._lock:
-                self._timings.append({**report.timings,
-                                      "total": time.perf_counter() - submitted})
+                self._timings.append({**(report.timings or {}), "total": finished - submitted,
+                                      "end": finished - self._connected_at})
         return result
 
     def _execute(
@@ -238,9 +240,10 @@ class RayExecutor:
                 # Ray's own logging only for errors: the build reports what
                 # matters itself, and the nodes' logs stay on the nodes (what
                 # a job prints comes back with its result).
-                ray.init(address=address, namespace=NAMESPACE,
-                         runtime_env=thaw(self._config.runtime_env) or None,
-                         log_to_driver=False, logging_level=logging.ERROR)
+                if not ray.is_initialized():  # one connection per process
+                    ray.init(address=address, namespace=NAMESPACE,
+                             runtime_env=thaw(self._config.runtime_env) or None,
+                             log_to_driver=False, logging_level=logging.ERROR)
                 nodes = self._alive_nodes(refresh=True)
             except Exception as err:
                 self._warn(f"cannot use the Ray cluster at {address} ({_first_line(err)}); "
@@ -255,6 +258,7 @@ class RayExecutor:
             self._notice(f"running actions on the Ray cluster at {address} "
                          f"({len(nodes)} nodes, {cpus:g} CPUs)")
             self._connected = True
+            self._connected_at = time.perf_counter()
             return True
 
     def _alive_nodes(self, *, refresh: bool = False) -> list[Mapping[str, float]]:
