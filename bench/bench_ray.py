@@ -1,7 +1,8 @@
 """Remote execution on Ray: per-action overhead, transfer cost, scale model, the client's limit.
 
     sudo python bench/bench_ray.py [--actions 12] [--stub-actions 200] [--inflight 1,2,4,8,16,32]
-                                   [--sizes 1,8,32] [--runs 3] [--json PATH] [--keep DIR] [--smoke]
+                                   [--sizes 1,8,32] [--runs 3] [--settle 4] [--json PATH]
+                                   [--keep DIR] [--smoke]
 
 Needs root: it starts a two-node Ray cluster (each node 8 logical CPUs) in a
 private network namespace (tests/ray_cluster.py) and runs every client inside
@@ -10,9 +11,12 @@ beat a local build; what is measured is what decides the answer at scale:
 
 1. overhead: K small exports from bench/workspace_gen.py, each run through
    the local warm export server (WorkerPool.run: the baseline) and through
-   the cluster (RayExecutor.run), alternating, after two warm-up actions on
-   each. Per-action overhead = median(cluster) - median(local), and the
-   median of the paired differences; with the node's own split.
+   the cluster (RayExecutor.run), alternating which goes first, after two
+   warm-up actions on each, with --settle seconds of quiet before each (both
+   servers then have a warmed spare child ready, as in a rebuild). Per-action
+   overhead = median(cluster) - median(local), and the median of the paired
+   differences; with the node's own split and the remote path's own cost
+   (the client's wall time minus the job's round trip to the node's server).
 2. transfer: a blob of S MB from the client to the other node through the
    object store (ray.put + a task there that fetches and hashes it), S MB
    back (a task returning it), and the remote-cache alternative (HTTP PUT to
@@ -24,21 +28,19 @@ beat a local build; what is measured is what decides the answer at scale:
    (no doit, no key, no cache, no publishing), which isolates Ray's share.
 4. the model of scale: the formula, its measured inputs, and its predictions
    for 500 models on 1, 10 and 50 nodes.
+
+The client phases run in bench/ray_phases.py, inside the namespace.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
 import json
-import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,148 +71,13 @@ def _log(message: str) -> None:
     print(f"[bench_ray] {message}", file=sys.stderr, flush=True)
 
 
-# -- inside the namespace ------------------------------------------------------------
-
-
-def inner_overhead(ws: Path, k: int) -> dict[str, Any]:
-    from rules.build import BuildSession
-    from rules.execution.protocol import JobRequest
-
-    session = BuildSession(ws)
-    assert session.remote is not None
-    staging = Path(tempfile.mkdtemp(prefix="bench-ray-"))
-    rows = []
-    for i, action in enumerate(a for a in session.graph.actions if a.kind == "keras_export"):
-        if i >= k + 2:
-            break
-        key = session.key(action)
-        times = {}
-        for where in (("local", "ray") if i % 2 == 0 else ("ray", "local")):
-            request = JobRequest(action.job, str(staging / where / str(i) / "serving"))
-            Path(request.out).parent.mkdir(parents=True)
-            started = time.perf_counter()
-            result = (session.pool.run(request) if where == "local"
-                      else session.remote.run(request, key.inputs, action.resources))
-            times[where] = time.perf_counter() - started
-            if result is None or not result.ok:
-                raise RuntimeError(f"{action.label} failed on {where}: {result}")
-            times[f"{where}_job"] = float(result.record.get("seconds", 0.0))
-        rows.append(times)
-    report = session.remote.report()
-    session.close()
-    shutil.rmtree(staging, ignore_errors=True)
-    # The first action found the node cold: keeper, export server, backend import.
-    return {"rows": rows[2:], "timings": report["timings"][2:], "uploads": report["uploads"],
-            "cold_first_s": report["timings"][0]["total"],
-            "bytes_returned": report["bytes_returned"], "actions": len(report["timings"])}
-
-
-def inner_transfer(address: str, sizes: list[int], runs: int, nginx_port: int) -> dict[str, Any]:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    here = ray.get_runtime_context().get_node_id()
-    other = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here)
-    there = NodeAffinitySchedulingStrategy(other, soft=False)
-
-    @ray.remote(num_cpus=0)
-    def fetch(refs: list[Any]) -> str:
-        return hashlib.sha256(ray.get(refs[0])).hexdigest()
-
-    @ray.remote(num_cpus=0)
-    def make(size: int) -> bytes:
-        return bytes(size)
-
-    def timed(fn: Any) -> float:
-        fn()  # the first call may start a worker process
-        samples = []
-        for _ in range(max(runs, 5)):
-            started = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - started)
-        return statistics.median(samples)
-
-    empty = timed(lambda: ray.get(fetch.options(scheduling_strategy=there).remote(
-        [ray.put(b"x")])))
-    rows = []
-    for mb in sizes:
-        data = os.urandom(mb << 20)
-        digest = hashlib.sha256(data).hexdigest()
-        up = timed(lambda data=data: ray.get(fetch.options(scheduling_strategy=there).remote(
-            [ray.put(data)])))
-        down = timed(lambda mb=mb: ray.get(make.options(scheduling_strategy=there).remote(
-            mb << 20)))
-        http = timed(lambda data=data, digest=digest: _http_round_trip(nginx_port, digest, data))
-        rows.append({"mb": mb, "object_store_up_s": up - empty, "object_store_down_s": down - empty,
-                     "remote_cache_put_get_s": http})
-    return {"empty_round_trip_s": empty, "rows": rows}
-
-
-def _http_round_trip(port: int, digest: str, data: bytes) -> None:
-    """What the remote-cache route costs a blob: the client PUTs it, a node GETs it."""
-    import base64
-
-    from tests.nginx_server import PASSWORD, USER
-
-    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    for method, body in (("PUT", data), ("GET", None)):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request(method, f"/cache/cas/{digest[:2]}/{digest}", body=body,
-                     headers={"Authorization": f"Basic {auth}"})
-        reply = conn.getresponse()
-        got = reply.read()
-        if reply.status >= 300 or (method == "GET" and len(got) != len(data)):
-            raise RuntimeError(f"{method} to nginx answered {reply.status}")
-        conn.close()
-
-
-def inner_stub_api(ws: Path, inflight: list[int]) -> dict[str, Any]:
-    """M stub actions through RayExecutor.run from N threads: Ray's share of the client cost."""
-    import ray_stub
-
-    ray_stub.install()
-    from rules.build import BuildSession
-    from rules.execution.protocol import JobRequest
-    from rules.execution.ray.executor import RayExecutor
-
-    session = BuildSession(ws)
-    assert session.remote is not None and session.settings.ray is not None
-    actions = [a for a in session.graph.actions if a.kind == "keras_export"]
-    keys = {a.label: session.key(a) for a in actions}
-    rows = []
-    for n in inflight:
-        executor = RayExecutor(ws, Path(tempfile.mkdtemp()), session.settings.ray,
-                               lambda m: None, lambda label, m: None)
-        staging = Path(tempfile.mkdtemp(prefix="bench-stub-"))
-        executor.run(JobRequest(actions[0].job, str(staging / "warm")),  # connects
-                     keys[actions[0].label].inputs, actions[0].resources)
-
-        def one(index: int, executor: RayExecutor = executor, staging: Path = staging) -> None:
-            action = actions[index]
-            result = executor.run(JobRequest(action.job, str(staging / str(index))),
-                                  keys[action.label].inputs, action.resources)
-            if result is None or not result.ok:
-                raise RuntimeError(f"stub action {action.label} failed: {result}")
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(n) as pool:
-            list(pool.map(one, range(len(actions))))
-        wall = time.perf_counter() - started
-        rows.append({"inflight": n, "seconds": wall, "actions_per_s": len(actions) / wall})
-        executor.close()
-        shutil.rmtree(staging, ignore_errors=True)
-    session.close()
-    return {"rows": rows}
-
-
 # -- outside: the cluster, the workspaces, the report ---------------------------------------
 
 
 def _inner(cluster: Any, phase: str, args: dict[str, Any], env: dict[str, str]) -> Any:
     out = Path(tempfile.mkstemp(suffix=".json")[1])
-    result = cluster.run([sys.executable, str(Path(__file__).resolve()), "--inner", phase,
-                          "--inner-args", json.dumps(args), "--inner-out", str(out)],
+    result = cluster.run([sys.executable, str(BENCH / "ray_phases.py"), phase,
+                          json.dumps(args), str(out)],
                          env={**subprocess_env(), **env}, cwd=REPO, timeout=3600)
     if result.returncode != 0:
         raise RuntimeError(f"phase {phase} failed:\n{result.stdout[-3000:]}\n"
@@ -261,7 +128,10 @@ def scale_model(results: dict[str, Any]) -> dict[str, Any]:
     """wall(n) = t0 + max(M / R, ceil(M / (n * s)) * (te + o + W * m))."""
     over = results["overhead"]
     local = statistics.median(r["local"] for r in over["rows"])
-    overhead = statistics.median(r["ray"] for r in over["rows"]) - local
+    # The paired difference, but never less than what the remote path itself
+    # costs (a node's export can come out faster than the local one by chance).
+    overhead = max(statistics.median(r["ray"] - r["local"] for r in over["rows"]),
+                   statistics.median(t["total"] - t["run"] for t in over["timings"]))
     weights_mb = statistics.median(
         u["size"] for u in over["uploads"].values() if u["size"] > 4096) / 2**20
     per_mb = max(r["object_store_up_s"] / r["mb"] for r in results["transfer"]["rows"])
@@ -289,6 +159,7 @@ def report(results: dict[str, Any]) -> str:
     ray = [r["ray"] for r in over["rows"]]
     pairs = [r["ray"] - r["local"] for r in over["rows"]]
     node = {k: statistics.median(t[k] for t in over["timings"]) for k in over["timings"][0]}
+    path = statistics.median(t["total"] - t["run"] for t in over["timings"])
     bytes_in = sum(u["size"] for u in over["uploads"].values()) / max(over["actions"], 1)
     lines = [
         f"## per-action overhead ({len(over['rows'])} small exports, medians)",
@@ -298,7 +169,8 @@ def report(results: dict[str, Any]) -> str:
         f"   (paired median {statistics.median(pairs):+.3f}s; goal <= 0.150s)",
         f"node side: materialise {node['materialise'] * 1000:.1f}ms, job in the node's server "
         f"{node['run']:.3f}s, collect {node['collect'] * 1000:.1f}ms; "
-        f"client total {node['total']:.3f}s",
+        f"client total {node['total']:.3f}s; the remote path itself (client total minus the "
+        f"job's round trip to the node's server) {path * 1000:.0f}ms",
         f"bytes per action: {bytes_in / 1024:.1f} KiB in, "
         f"{over['bytes_returned'] / max(over['actions'], 1) / 1024:.1f} KiB out",
         "",
@@ -336,21 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inflight", default="1,2,4,8,16,32")
     parser.add_argument("--sizes", default="1,8,32")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=4.0,
+                        help="seconds of quiet before each timed export (spares get ready)")
     parser.add_argument("--json")
     parser.add_argument("--keep")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--inner", help=argparse.SUPPRESS)
-    parser.add_argument("--inner-args", help=argparse.SUPPRESS)
-    parser.add_argument("--inner-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.inner:
-        inner = json.loads(args.inner_args)
-        phases = {"overhead": lambda: inner_overhead(Path(inner["ws"]), inner["k"]),
-                  "transfer": lambda: inner_transfer(inner["address"], inner["sizes"],
-                                                     inner["runs"], inner["nginx_port"]),
-                  "stub_api": lambda: inner_stub_api(Path(inner["ws"]), inner["inflight"])}
-        Path(args.inner_out).write_text(json.dumps(phases[args.inner]()))
-        return 0
     if args.smoke:
         for name, value in SMOKE.items():
             setattr(args, name, value)
@@ -379,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         connect = time.perf_counter() - started
         _log("phase 1: overhead")
         env = {**_ray_env(cluster, small, base / "cache-small"), "RULES_KERAS_CACHE": "0"}
-        results["overhead"] = _inner(cluster, "overhead", {"ws": str(small), "k": args.actions},
-                                     env)
+        results["overhead"] = _inner(cluster, "overhead", {
+            "ws": str(small), "k": args.actions, "settle": args.settle}, env)
         # t0: connecting, plus what a cold node's first action costs beyond a warm one.
         warm = statistics.median(t["total"] for t in results["overhead"]["timings"])
         results["connect_and_import_s"] = connect + results["overhead"]["cold_first_s"] - warm

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -403,7 +404,9 @@ def test_an_unreachable_cluster_costs_one_warning_and_a_local_build(
     assert result.stderr.count("unreachable") == 1, result.stderr
     assert "2 built" in result.stdout
     for manifest in read_manifests(ws).values():
-        assert manifest["record"]["executor"] == "local"  # type: ignore[index]
+        record = manifest["record"]
+        assert record["executor"] == "local"  # type: ignore[index]
+        assert record["node"] == {"hostname": socket.gethostname()}  # type: ignore[index]
 
 
 def test_ctrl_c_cancels_the_remote_action(
@@ -425,6 +428,27 @@ def test_ctrl_c_cancels_the_remote_action(
     finally:
         process.kill()
     _wait_for(lambda: not _pid_alive(export), 30, "the export process on the node to end")
+
+
+def test_a_task_with_gpus_runs_its_job_in_a_fresh_worker_process(
+    template: Path, tmp_path: Path
+) -> None:
+    """The path a GPU task takes (none here to schedule one): a worker of its own."""
+    from rules.core.job import ExportJob
+    from rules.execution.protocol import JobRequest, JobResult
+    from rules.execution.ray.node import run_fresh
+    from rules.execution.ray.wire import NodeInfo, RemoteAction
+
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, ignore=shutil.ignore_patterns("__pycache__"))
+    job = ExportJob("//p:e", "tensorflow", "lib.model:small", "tf_saved_model",
+                    weights="small.weights.h5")
+    action = RemoteAction("//p:e", job.to_wire(), (), {}, (), "", "e", "env", 60.0)
+    out = tmp_path / "out" / "e"
+    out.parent.mkdir()
+    result = run_fresh(action, NodeInfo("id", "127.0.0.1", "here"), JobRequest(job, str(out)), ws)
+    assert isinstance(result, JobResult) and result.ok, result
+    assert (out / "saved_model.pb").is_file()
 
 
 def test_a_node_killed_mid_action_is_retried_elsewhere_and_the_build_succeeds(
@@ -453,3 +477,4 @@ def test_a_node_killed_mid_action_is_retried_elsewhere_and_the_build_succeeds(
         record = manifest["record"]
         assert record["executor"] == "ray", label  # type: ignore[index]
         assert record["node"]["id"] == ids["head"], label  # type: ignore[index]
+

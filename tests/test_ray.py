@@ -29,8 +29,9 @@ from rules.core.settings import ConfigError
 from rules.core.toolchain import Toolchain
 from rules.execution.ray.blobs import BlobUploads
 from rules.execution.ray.config import RayConfig, demands, fits, task_options, unreachable
-from rules.execution.ray.executor import RayExecutor, unpack
+from rules.execution.ray.executor import RayExecutor
 from rules.execution.ray.node import materialise
+from rules.execution.ray.outputs import unpack
 from rules.execution.ray.wire import NodeInfo, NodeReport, OutputFile, toolchain_differences
 
 REPO = Path(__file__).resolve().parents[1]

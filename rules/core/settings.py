@@ -77,8 +77,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("executor", "choice", "RULES_KERAS_EXECUTOR", "local",
             "where exports run: 'local', or 'ray' for a Ray cluster", choices=("local", "ray")),
     Setting("ray_address", "text", "RULES_KERAS_RAY_ADDRESS", None,
-            "the Ray cluster: 'host:port', 'ray://host:port' or 'auto'; default: Ray's own "
-            "RAY_ADDRESS, else 'auto'"),
+            "the Ray cluster: 'host:port', 'ray://host:port' or 'auto'; Ray's own RAY_ADDRESS "
+            "comes between the variable and the file; default 'auto'"),
     Setting("ray_runtime_env", "table", None, None,
             "Ray's runtime_env for the actions (pip, env_vars, container, ...)"),
     Setting("ray_toolchain_mismatch", "choice", "RULES_KERAS_RAY_TOOLCHAIN_MISMATCH", "local",

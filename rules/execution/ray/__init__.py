@@ -5,9 +5,10 @@ action to run, so a no-op build, `doit list` or a local build never pays for
 it. The parts, client first:
 
 - executor.py (client): connects once per build, sends each action as a Ray
-  task, waits, verifies the returned outputs by digest and writes them where
-  a local worker would have; anything that goes wrong becomes one warning
-  and a local build of that action.
+  task and waits; anything that goes wrong becomes one warning and a local
+  build of that action.
+- outputs.py (client): the returned files, each re-hashed as it is written
+  where a local worker would have written it.
 - blobs.py (client): every input blob is put into Ray's object store once per
   build, however many actions use it.
 - wire.py: the unit that travels (the job's wire form, the input manifest
@@ -20,7 +21,8 @@ it. The parts, client first:
 - keeper.py (on a node): one long-lived actor per node, backend and runtime
   environment. It keeps the node's export server (rules.execution.server: the
   backend imported once, a fresh fork per job) and knows the node's
-  toolchain fingerprint.
+  toolchain fingerprint. (A task that holds GPUs runs its job in a fresh
+  worker process instead, which sees the devices Ray gave it.)
 - config.py: the settings' typed value and the mapping of a target's
   `resources` to Ray's scheduling options.
 

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from rules.core.errors import CacheError
-from rules.core.files import check_relpath
 from rules.core.frozen import thaw
-from rules.core.fsio import discard, verified, write_atomic, write_json
+from rules.core.fsio import discard, write_json
 from rules.core.hashing import canonical_json
 from rules.execution.protocol import JobRequest, JobResult
 from rules.execution.ray import node as node_side
@@ -44,6 +43,7 @@ from rules.execution.ray.config import (
     task_options,
     unreachable,
 )
+from rules.execution.ray.outputs import replay, unpack
 from rules.execution.ray.wire import NodeReport, RemoteAction, fingerprint
 
 # How long one wait for a task lasts before the loop looks around: whether the
@@ -158,6 +158,13 @@ class RayExecutor:
                     if not self._placeable(action.label, options):
                         ray.cancel(ref, force=True)
                         return None
+        except ray.exceptions.RuntimeEnvSetupError as err:
+            # Every action would fail the same way: stop using the cluster.
+            with self._connect_lock:
+                self._connected = False
+            self._say_once("runtime_env", f"warning: the Ray cluster cannot set up "
+                           f"ray_runtime_env ({_first_line(err)}); building locally")
+            return None
         except Exception as err:
             self._warn(f"the Ray cluster failed to build {action.label} ({_first_line(err)}); "
                        "building it locally")
@@ -177,7 +184,7 @@ class RayExecutor:
                        "building it locally")
             return self._local("the export process died")
         assert report.result is not None
-        _replay(report)
+        replay(report)
         result = JobResult.from_wire(report.result)
         if not result.ok:
             self._count("failed")
@@ -358,37 +365,6 @@ class RayExecutor:
                 f"locally; {len(uploads)} input blobs ({report['bytes_uploaded']} bytes) were "
                 f"uploaded, each once"
             )
-
-
-def unpack(report: NodeReport, staged: Path) -> None:
-    """Write the node's output files at `staged`, re-hashing each.
-
-    Raises ValueError (DigestMismatch) for a file whose bytes do not hash to
-    its digest, CacheError (InvalidEntry) for an unsafe path.
-    """
-    if report.artifact_kind == "file":
-        if len(report.files) != 1:
-            raise ValueError(f"a file artifact came back as {len(report.files)} files")
-        only = report.files[0]
-        write_atomic(staged, verified([only.data], only.sha256, len(only.data), only.path),
-                     durable=False, mode=only.mode)
-        return
-    staged.mkdir(parents=True, exist_ok=False)
-    for folder in report.dirs:
-        (staged / check_relpath(folder)).mkdir(parents=True, exist_ok=True)
-    for entry in report.files:
-        dest = staged / check_relpath(entry.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(dest, verified([entry.data], entry.sha256, len(entry.data), entry.path),
-                     durable=False, mode=entry.mode)
-
-
-def _replay(report: NodeReport) -> None:
-    """Show what the job printed on the node, where a local job's output would go."""
-    for fd, data in ((1, report.stdout), (2, report.stderr)):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
 
 
 def _first_line(err: BaseException) -> str:

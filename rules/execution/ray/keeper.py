@@ -55,7 +55,6 @@ class NodeKeeper:
         self.backend = backend
         self.toolchain = detect(self.state / "toolchain.json").to_json()
         self.paths = server_paths(self.state, backend)
-        self.fingerprint = fingerprint(backend, self.toolchain)
         self.last_used = time.monotonic()
         self.idle_timeout = 900.0
         self._lock = threading.Lock()
@@ -84,10 +83,14 @@ class NodeKeeper:
                                f"{rules.__version__!r} on the node")
         if differences:
             return Prepared(self.toolchain, tuple(differences))
+        # Computed each time: it stamps the rules_keras sources, which an
+        # editable install changes under a long-lived keeper; a server started
+        # now must match what its jobs are sent with.
+        current = fingerprint(self.backend, self.toolchain)
         _, pid = server_client.ensure_running(
-            self.paths, self.state, self.fingerprint, idle_timeout, worker_env(self.backend)
+            self.paths, self.state, current, idle_timeout, worker_env(self.backend)
         )
-        return Prepared(self.toolchain, (), str(self.state), self.fingerprint, pid)
+        return Prepared(self.toolchain, (), str(self.state), current, pid)
 
     def stop_server(self) -> int | None:
         """Stop this keeper's export server (its pid, or None); the next prepare() starts one."""
@@ -96,6 +99,8 @@ class NodeKeeper:
     def _end_when_idle(self) -> None:
         while True:
             time.sleep(IDLE_CHECK)
+            # A server that exited when idle is our child: collect it.
+            server_client.reap()
             with self._lock:
                 idle = time.monotonic() - self.last_used
                 limit = 2 * self.idle_timeout

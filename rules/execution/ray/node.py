@@ -35,7 +35,7 @@ from typing import Any
 from rules.core.files import ArtifactKind, check_relpath, scan_tree
 from rules.core.fsio import discard, remove_abandoned, temp_path, verified, write_atomic
 from rules.core.job import job_from_wire
-from rules.execution.pool import worker_env
+from rules.execution.pool import Worker, worker_env
 from rules.execution.protocol import JobRequest, JobResult
 from rules.execution.ray.config import NAMESPACE
 from rules.execution.ray.keeper import NodeKeeper, Prepared
@@ -98,7 +98,10 @@ def run_action(action: RemoteAction, blobs: Mapping[str, Any]) -> NodeReport:
         started = time.perf_counter()
         request = JobRequest(job_from_wire(action.job), str(out))
         with _captured(folder) as (stdout, stderr):
-            outcome = _run(action, node, base, prepared, request, workspace)
+            if ray.get_gpu_ids():
+                outcome = run_fresh(action, node, request, workspace)
+            else:
+                outcome = _run(action, node, base, prepared, request, workspace)
         timings["run"] = time.perf_counter() - started
         printed, errors = _read(stdout), _read(stderr)
         if isinstance(outcome, NodeReport):
@@ -169,6 +172,26 @@ def _run(action: RemoteAction, node: NodeInfo, base: Path, prepared: Prepared,
             server_client.kill_export(err.child)
             return NodeReport("lost", node, reason=str(err))
     raise AssertionError("unreachable")
+
+
+def run_fresh(action: RemoteAction, node: NodeInfo, request: JobRequest,
+              workspace: Path) -> JobResult | NodeReport:
+    """The job in a worker process of its own: for a task that holds GPUs.
+
+    A child of the warm server sees the devices the server saw when it
+    started (CUDA_VISIBLE_DEVICES is read once per process, and a spare's
+    warm-up reads it before any job arrives); a fresh process sees the ones
+    Ray gave this task. An export that needs a GPU takes long enough that the
+    backend's import is a small part of it.
+    """
+    worker = Worker(workspace, action.backend)
+    try:
+        result = worker.run(request)
+    finally:
+        worker.close()
+    if result.error_kind == "WorkerCrashed":
+        return NodeReport("lost", node, reason=result.message)
+    return result
 
 
 def materialise(
