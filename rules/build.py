@@ -9,6 +9,8 @@ artifact's files are intact.
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import socket
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -35,7 +37,8 @@ from rules.core.fsio import DigestMismatch, discard
 from rules.core.hashing import sha256_bytes
 from rules.core.toolchain import Toolchain, detect
 from rules.execution.pool import ServerConfig, WorkerPool
-from rules.execution.protocol import JobRequest
+from rules.execution.protocol import JobRequest, JobResult
+from rules.execution.ray.executor import RayExecutor
 from rules.loading.build_files import load_workspace
 from rules.loading.labels import Label
 from rules.loading.targets import ExportTarget
@@ -105,6 +108,10 @@ class BuildSession:
                               lambda: self.toolchain.to_json()) if self.settings.server else None
         self.pool = WorkerPool(root, on_start=self._worker_started, server=server,
                                on_notice=self._notice, hidden_env=self.settings.header_vars)
+        # executor = "ray": actions go to the cluster first (ray is imported
+        # only when the first one does); None from it means "build locally".
+        self.remote = (RayExecutor(root, self.state, self.settings.ray, self._notice, self._log)
+                       if self.settings.ray is not None else None)
         # doit asks is_up_to_date() and then runs build() for the same target;
         # the Check travels between the two calls here.
         self._checks: dict[Label, Check] = {}
@@ -342,8 +349,7 @@ class BuildSession:
             raise ExportError(str(label), fmt.install_hint(action.backend))
         self._log(label, "building: " + "; ".join(reasons))
         staged = staging / dest.name
-        declared = action_key.declared_inputs(action, key, ignored=(STATE_DIR,))
-        result = self.pool.run(JobRequest(action.job, str(staged), declared))
+        result = self._run(action, key, staged)
         if not result.ok:
             raise ExportError(str(label), result.message, result.details)
         try:
@@ -367,6 +373,21 @@ class BuildSession:
         for line in result.warnings:  # each names the label
             self._warn(line)
         return Outcome(str(label), "built", reasons, forced)
+
+    def _run(self, action: Action, key: ActionKey, staged: Path) -> JobResult:
+        """Run the job on the cluster when one is configured, else (or if it declines) here.
+
+        The record says where the artifact was built.
+        """
+        declared = action_key.declared_inputs(action, key, ignored=(STATE_DIR,))
+        request = JobRequest(action.job, str(staged), declared)
+        if self.remote is not None:
+            result = self.remote.run(request, key.inputs, action.resources)
+            if result is not None:
+                return result
+        result = self.pool.run(request)
+        where = {"executor": "local", "node": {"hostname": socket.gethostname()}}
+        return dataclasses.replace(result, record={**result.record, **where})
 
     def _publish(
         self,
@@ -451,6 +472,8 @@ class BuildSession:
                 return
             self._closed = True
         self.save_state()
+        if self.remote is not None:
+            self.remote.close()
         self.pool.close()
         if self._cache is not None:
             self._cache.close()
@@ -464,7 +487,7 @@ class BuildSession:
     def _worker_started(self, backend: str) -> None:
         print(f"rules_keras: starting a {backend} worker", file=sys.stderr, flush=True)
 
-    def _log(self, label: Label, message: str) -> None:
+    def _log(self, label: Label | str, message: str) -> None:
         # file=sys.stdout, not print's default: under `doit -n` another thread
         # swaps sys.stdout for each action, and CPython 3.11's print() holds
         # only a borrowed reference to it, so it could write through a freed

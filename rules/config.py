@@ -17,7 +17,9 @@ from typing import Any
 import platformdirs
 
 from rules.cache.remote_config import RemoteConfig, RemoteError, remote_config_from
+from rules.core.frozen import FrozenMap
 from rules.core.settings import ConfigError, parse_size, resolve
+from rules.execution.ray.config import RayConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +45,8 @@ class Settings:
     header_vars: frozenset[str] = frozenset()
     undeclared_inputs: str = "error"
     strict_verification: bool = False
+    # None unless executor = "ray".
+    ray: RayConfig | None = None
 
 
 def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +73,22 @@ def load(root: Path, environ: Mapping[str, str] | None = None) -> Settings:
         header_vars=frozenset(values["remote_headers_env"]),
         undeclared_inputs=values["undeclared_inputs"],
         strict_verification=values["strict_verification"],
+        ray=_ray(values, env),
+    )
+
+
+def _ray(values: Mapping[str, Any], env: Mapping[str, str]) -> RayConfig | None:
+    """executor = "ray": the cluster from RULES_KERAS_RAY_ADDRESS, else Ray's own
+    RAY_ADDRESS, else the file's ray_address, else "auto"."""
+    if values["executor"] != "ray":
+        return None
+    ours = env.get("RULES_KERAS_RAY_ADDRESS", "").strip()
+    address = ours or env.get("RAY_ADDRESS", "").strip() or values["ray_address"] or "auto"
+    return RayConfig(
+        address=address,
+        runtime_env=FrozenMap(values["ray_runtime_env"] or {}),
+        on_mismatch=values["ray_toolchain_mismatch"],
+        idle_timeout=values["server_idle_timeout"],
     )
 
 

@@ -70,6 +70,17 @@ class Action:
         """The target whose `data` lists the files the action's code reads."""
         return self.model.label if self.model is not None else self.label
 
+    @property
+    def resources(self) -> FrozenMap:
+        """Where the action may run: the model's resources, overridden name by name by its own.
+
+        Kept on the targets, not the job, so it never enters the key: where an
+        action runs must not change what it produces.
+        """
+        merged = dict(self.model.resources) if self.model is not None else {}
+        merged.update(self.target.resources)
+        return FrozenMap(merged)
+
 
 @dataclass(frozen=True)
 class Failure:

@@ -79,6 +79,16 @@ SETTINGS: tuple[Setting, ...] = (
             "basic-auth user for the remote cache", in_file=False),
     Setting("remote_password", "text", "RULES_KERAS_REMOTE_PASSWORD", None,
             "basic-auth password for the remote cache", in_file=False),
+    Setting("executor", "choice", "RULES_KERAS_EXECUTOR", "local",
+            "where exports run: 'local', or 'ray' for a Ray cluster", choices=("local", "ray")),
+    Setting("ray_address", "text", "RULES_KERAS_RAY_ADDRESS", None,
+            "the Ray cluster: 'host:port', 'ray://host:port' or 'auto'; Ray's own RAY_ADDRESS "
+            "comes between the variable and the file; default 'auto'"),
+    Setting("ray_runtime_env", "table", None, None,
+            "Ray's runtime_env for the actions (pip, env_vars, container, ...)"),
+    Setting("ray_toolchain_mismatch", "choice", "RULES_KERAS_RAY_TOOLCHAIN_MISMATCH", "local",
+            "when a node's toolchain differs: 'local' builds the action here, 'error' fails it",
+            choices=("local", "error")),
 )
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 

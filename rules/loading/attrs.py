@@ -16,6 +16,8 @@ from typing import Any
 from rules.core.backends import BACKENDS
 from rules.core.errors import did_you_mean
 from rules.core.formats import EXPORT_FORMATS
+from rules.core.frozen import FrozenMap
+from rules.core.settings import ConfigError, parse_size
 from rules.core.specs import Endpoint
 from rules.loading.context import PackageContext
 from rules.loading.labels import Label, is_label
@@ -26,6 +28,10 @@ UNDECLARABLE_OPTIONS = frozenset({"representative_dataset"})
 # TF Serving model names become folder names and config entries: keep them plain.
 SERVING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 WEIGHTS_SUFFIXES = (".weights.h5", ".keras")
+# resources= names with a meaning of their own; any other name is a custom
+# resource of the cluster. Ray's own names for CPUs and GPUs are refused, so
+# that a target says num_cpus=2, not CPU=2 (which Ray would reject later).
+RESOURCE_NAMES = ("num_cpus", "num_gpus", "memory")
 
 
 class AttrError(ValueError):
@@ -276,3 +282,57 @@ def format_options(format: str, value: object) -> tuple[tuple[str, Any], ...]:
             f"format_options['opset_version'] must be an int >= 1. Received: {opset!r}"
         )
     return tuple(sorted(options.items()))
+
+
+def resources(value: object) -> FrozenMap:
+    """Where the action may run: {"num_cpus": 2, "num_gpus": 1, "memory": "16G", "<custom>": 1}.
+
+    Counts are numbers >= 0 and, as Ray requires, whole numbers above 1;
+    memory is a size ('16G', '512M') or bytes. A name close to a built-in one
+    but not it (num_cpu) is an error rather than a custom resource nobody has.
+    """
+    if value is None:
+        return FrozenMap()
+    if not isinstance(value, Mapping):
+        raise AttrError(f"attribute 'resources' must be a dict. Received: {value!r}")
+    checked: dict[str, float | int] = {}
+    for name, amount in value.items():
+        where = f"resources[{name!r}]"
+        if not isinstance(name, str) or not name:
+            raise AttrError(f"attribute 'resources' keys must be non-empty strings. "
+                            f"Received: {name!r}")
+        instead = _builtin_for(name)
+        if instead:
+            raise AttrError(f"attribute {where}: say {instead!r}. "
+                            f"Received: resources={dict(value)!r}")
+        if name not in RESOURCE_NAMES and did_you_mean(name, RESOURCE_NAMES):
+            raise AttrError(f"attribute 'resources' has no built-in {name!r}."
+                            f"{did_you_mean(name, RESOURCE_NAMES)} Custom resource names must "
+                            f"not look like {list(RESOURCE_NAMES)}. Received: resources="
+                            f"{dict(value)!r}")
+        if name == "memory":
+            try:
+                checked[name] = parse_size(amount, f"attribute {where}")
+            except ConfigError as err:
+                raise AttrError(str(err)) from None
+            continue
+        if (
+            not isinstance(amount, (int, float))
+            or isinstance(amount, bool)
+            or not math.isfinite(amount)
+            or amount < 0
+        ):
+            raise AttrError(f"attribute {where} must be a number >= 0. Received: {amount!r}")
+        if amount > 1 and not float(amount).is_integer():
+            raise AttrError(f"attribute {where} must be a whole number when above 1 (Ray "
+                            f"schedules fractions of one unit only). Received: {amount!r}")
+        checked[name] = amount
+    return FrozenMap(checked)
+
+
+def _builtin_for(name: str) -> str:
+    """The built-in name meant by Ray's own resource names (CPU, GPU) or their plurals."""
+    plain = name.lower().removesuffix("s")
+    if plain in ("cpu", "gpu"):
+        return f"num_{plain}s"
+    return "memory" if name == "object_store_memory" else ""

@@ -83,6 +83,7 @@ def keras_train(
     data: Sequence[str] = (),
     weights: str | None = None,
     doc: str = "",
+    resources: Mapping[str, Any] | None = None,
 ) -> None:
     """Train a model and write its weights to `artifacts/<package>/<name>.weights.h5`.
 
@@ -94,6 +95,9 @@ def keras_train(
     data: files the factory or training function reads, relative to this BUILD.py.
     weights: optional starting weights: a file or the label of another keras_train.
     doc: one line shown by `doit list`.
+    resources: where it may run with executor = "ray": {"num_cpus": 2, "num_gpus": 1,
+        "memory": "16G", "<custom resource>": 1}. Not in the action key: where an
+        action runs must not change what it produces.
     """
     ctx = current()
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -110,6 +114,7 @@ def keras_train(
             data=attrs.file_refs(ctx, "data", data),
             weights=None if weights is None else attrs.weights(ctx, "weights", weights),
             doc=attrs.string("doc", doc, allow_empty=True),
+            resources=attrs.resources(resources),
         ),
     )
 
@@ -123,6 +128,7 @@ def keras_model(
     backend: str = "tensorflow",
     data: Sequence[str] = (),
     doc: str = "",
+    resources: Mapping[str, Any] | None = None,
 ) -> None:
     """Declare a model: an architecture plus the weights to load into it.
 
@@ -133,6 +139,7 @@ def keras_model(
     backend: "tensorflow" (default) or "jax"; the Keras backend the model runs on.
     data: other files the factory reads (vocabularies, configs), relative to this BUILD.py.
     doc: one line shown by `doit list`.
+    resources: the default `resources` of this model's exports (see keras_export).
     """
     ctx = current()
     _register(
@@ -145,6 +152,7 @@ def keras_model(
             backend=attrs.backend(backend),
             data=attrs.file_refs(ctx, "data", data),
             doc=attrs.string("doc", doc, allow_empty=True),
+            resources=attrs.resources(resources),
         ),
     )
 
@@ -166,6 +174,7 @@ def keras_export(
     serving: str | None = None,
     sample_inputs: str | None = None,
     strict_verification: bool | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> None:
     """Export a keras_model with Keras and verify the artifact in the runtime that serves it.
 
@@ -205,6 +214,11 @@ def keras_export(
     strict_verification: True makes a vacuous parity check (Keras outputs the
         same for every sample, all zero, or NaN) fail the target instead of
         warning; None follows the workspace's strict_verification setting.
+    resources: where the export may run with executor = "ray": {"num_cpus": 2,
+        "num_gpus": 1, "memory": "16G", "<custom resource>": 1}, mapped to Ray's
+        scheduling options; each name overrides the model's. Not in the action
+        key: where an action runs must not change what it produces (the node's
+        toolchain check and the parity check guard that).
     """
     ctx = current()
     fmt = attrs.export_format(format)
@@ -229,5 +243,6 @@ def keras_export(
             serving=attrs.serving(fmt, serving),
             sample_inputs=attrs.sample_inputs(ctx, sample_inputs),
             strict_verification=attrs.optional_bool("strict_verification", strict_verification),
+            resources=attrs.resources(resources),
         ),
     )

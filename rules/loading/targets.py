@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from rules.core.frozen import FrozenMap
 from rules.core.specs import Endpoint
 from rules.loading.labels import Label
 
@@ -29,6 +30,8 @@ class TrainTarget:
     data: tuple[FileRef, ...]
     weights: FileRef | Label | None
     doc: str
+    # Where the action may run (Ray scheduling options); never in the key.
+    resources: FrozenMap = field(default_factory=FrozenMap)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class ModelTarget:
     backend: str
     data: tuple[FileRef, ...]
     doc: str
+    # The default of its exports' resources (each export may override a name).
+    resources: FrozenMap = field(default_factory=FrozenMap)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class ExportTarget:
     sample_inputs: FileRef | str | None = None
     # None: the workspace's strict_verification setting decides.
     strict_verification: bool | None = None
+    resources: FrozenMap = field(default_factory=FrozenMap)
 
 
 @dataclass(frozen=True)
