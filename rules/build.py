@@ -13,27 +13,22 @@ import dataclasses
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from rules import config
 from rules.analysis import action_key, reasons
 from rules.analysis.action_key import ActionKey, InputMissing
 from rules.analysis.graph import Action, BuildGraph, Policy, analyse
 from rules.analysis.imports import ImportScanner
-from rules.cache.health import probe
-from rules.cache.local import LocalCache
-from rules.cache.remote_config import RemoteError
-from rules.cache.tiers import TieredCache
+from rules.cache_use import CacheUse
 from rules.core.backends import BACKENDS
 from rules.core.digests import DigestCache
-from rules.core.errors import CacheError, ExportError
-from rules.core.files import FileEntry, scan_tree
+from rules.core.errors import ExportError
+from rules.core.files import scan_tree
 from rules.core.formats import EXPORT_FORMATS
-from rules.core.fsio import DigestMismatch, discard
+from rules.core.fsio import discard
 from rules.core.hashing import sha256_bytes
 from rules.core.toolchain import Toolchain, detect
 from rules.execution.pool import ServerConfig, WorkerPool
@@ -42,11 +37,10 @@ from rules.execution.ray.executor import RayExecutor
 from rules.loading.build_files import load_workspace
 from rules.loading.labels import Label
 from rules.loading.targets import ExportTarget
-from rules.locks import action_lock_path, hold, output_lock_path
+from rules.publishing import Publisher, serving_name
 from rules.storage import manifest as manifest_io
-from rules.storage import serving
 from rules.storage.manifest import Manifest
-from rules.storage.publish import publish, remove, staging_dir
+from rules.storage.publish import remove, staging_dir
 
 STATE_DIR = ".rules_keras"
 
@@ -91,13 +85,9 @@ class BuildSession:
         self.state = root / STATE_DIR
         self.state.mkdir(exist_ok=True)
         self.settings = config.load(root)
-        # The cache is set up when a build first needs it (a no-op never does):
-        # see _cache_ready().
-        self._cache: TieredCache | None = None
-        self._cache_decided = False
-        self._lock_root = self.state
-        self._cache_writable = False
+        self.caches = CacheUse(self.settings, self.state, self._warn, self._log)
         self.digests = DigestCache(self.state / "digests.json")
+        self.publisher = Publisher(self.settings, self.state, self.digests, self._log)
         self.scanner = ImportScanner(root, self.digests, self.state / "imports.json")
         self._toolchain: Toolchain | None = None
         policy = Policy(strict_verification=self.settings.strict_verification,
@@ -165,9 +155,9 @@ class BuildSession:
         previous = manifest_io.read(dest)
         current = self._current(dest, previous, key)
         if current is not None:
-            if self._served(action, current):
+            if self.publisher.served(action, current):
                 return Check(key, current, ())
-            name, root = self._serving_name(action), self.settings.serving_root
+            name, root = serving_name(action), self.settings.serving_root
             return Check(key, current, (f"TF Serving model {name!r} in {root} lacks this version",),
                          serving_stale=True)
         if previous is not None and previous.key == key.digest:
@@ -180,94 +170,6 @@ class BuildSession:
         if manifest is None or manifest.key != key.digest:
             return None
         return manifest if manifest_io.intact(dest, manifest, self.digests) else None
-
-    def _served(self, action: Action, manifest: Manifest) -> bool:
-        """False when the target's TF Serving model lacks this artifact."""
-        name = self._serving_name(action)
-        root = self.settings.serving_root
-        if name is None or root is None:
-            return True
-        return serving.is_current(root, name, serving.content_digest(manifest.files),
-                                  lambda version: manifest_io.intact(version, manifest,
-                                                                     self.digests))
-
-    # -- the cache and the action locks ---------------------------------------
-
-    def _cache_ready(self) -> TieredCache | None:
-        """The cache tiers, set up on first use: read-write, hits only, or none.
-
-        A cache folder that cannot be written (a read-only mount, a full disk,
-        no inodes) still serves hits; one that cannot be used at all (a file)
-        is skipped. Either way, one warning, and the build goes on; action
-        locks then stay in the workspace's state folder.
-        """
-        with self._lock:
-            if self._cache_decided:
-                return self._cache
-            self._cache_decided = True
-            self._cache_writable = False
-            root = self.settings.cache_dir
-            if root is None:
-                return None
-            health = probe(root)
-            if health.problem:
-                self._warn(health.problem)
-            if health.mode == "off":
-                return None
-            writable = health.mode == "read-write"
-            # A remote hit lands in the local cache first: not in a read-only one.
-            remote = self.settings.remote if writable else None
-            self._cache = TieredCache(LocalCache(root), remote, self._warn)
-            self._cache_writable = writable
-            if writable:
-                # Beside the cache, so that workspaces sharing it share them.
-                self._lock_root = root
-            return self._cache
-
-    def cached(self, key: ActionKey) -> str | None:
-        """Which cache holds a complete entry for `key` ("local" or "remote"), by an existence
-        check: nothing is downloaded."""
-        cache = self._cache_ready()
-        if cache is None:
-            return None
-        try:
-            if cache.local.lookup(key.digest) is not None:
-                return "local"
-        except CacheError:
-            pass
-        remote = cache.remote
-        if remote is not None and remote.healthy:
-            try:
-                if remote.get_ac(key.digest) is not None:
-                    return "remote"
-            except RemoteError:
-                pass
-        return None
-
-    @contextmanager
-    def _action_lock(self, label: Label, key: ActionKey) -> Iterator[None]:
-        """Hold the lock that makes one build of this key run at a time, everywhere."""
-        self._cache_ready()
-
-        def lock(root: Path) -> AbstractContextManager[None]:
-            return hold(action_lock_path(root, key.digest), what=f"{label} (another build of it)",
-                        timeout=self.settings.lock_timeout,
-                        on_wait=lambda msg: self._log(label, msg))
-
-        with ExitStack() as stack:
-            try:
-                stack.enter_context(lock(self._lock_root))
-            except OSError as err:
-                # The cache's lock folder failed after the probe (out of inodes
-                # mid-build): the workspace's own locks still keep its builds apart.
-                self._warn(f"cannot take a lock in {self._lock_root / 'locks'} "
-                           f"({err.strerror or err}); locking in {self.state} instead")
-                with self._lock:
-                    self._lock_root = self.state
-                stack.enter_context(lock(self.state))
-            yield
-
-    # -- building -------------------------------------------------------------
 
     def build(self, label: Label, forced: bool = False) -> Outcome:
         """Restore or build one action and publish it; raises RulesError on failure.
@@ -295,12 +197,12 @@ class BuildSession:
                 raise ExportError(str(label), f"cannot read an input: {err}") from err
         reasons = ("forced (doit -a)",) if forced else check.reasons if check else ()
         dest = self.artifact(action)
-        with self._action_lock(label, key):
+        with self.caches.action_lock(label, key.digest):
             if not forced and self._current(dest, manifest_io.read(dest), key) is not None:
                 assert check is not None
                 self._log(label, "up to date; publishing it to TF Serving" if check.serving_stale
                           else "up to date (built by a concurrent build)")
-                self._serve(action, dest)
+                self.publisher.serve(action, dest)
                 return Outcome(str(label), "up to date")
             staging = staging_dir(dest)
             try:
@@ -310,13 +212,13 @@ class BuildSession:
             finally:
                 discard(staging)
             # Restored or built alike: a server must get what artifacts/ has.
-            self._serve(action, dest)
+            self.publisher.serve(action, dest)
         return outcome
 
     def _restore(
         self, action: Action, key: ActionKey, dest: Path, staging: Path, reasons: tuple[str, ...]
     ) -> Outcome | None:
-        cache = self._cache_ready()
+        cache = self.caches.ready()
         if cache is None:
             return None
         hit = cache.fetch(key.digest)
@@ -324,7 +226,7 @@ class BuildSession:
         if hit is None or not cache.restore(key.digest, hit, staged):
             return None
         record = hit.result.metadata.get("record", {})
-        self._publish(action, key, dest, staged, hit.result.files, hit.result.dirs, record,
+        self.publisher.publish(action, key, dest, staged, hit.result.files, hit.result.dirs, record,
                       "restored")
         self._log(action.label, f"restored {action.output} from the {hit.source} cache")
         for line in record.get("warnings", ()):  # what its build warned about still holds
@@ -363,10 +265,10 @@ class BuildSession:
             # key so the next run rebuilds (see Bazel #3360).
             self._log(label, "warning: inputs changed during the build; not cached, "
                       "will rebuild next time")
-        elif (cache := self._cache_ready()) is not None and self._cache_writable:
+        elif (cache := self.caches.ready()) is not None and self.caches.writable:
             metadata = {"label": str(label), "kind": action.kind, "record": dict(result.record)}
             cache.store(key.digest, staged, metadata)
-        self._publish(action, key, dest, staged, files, dirs, result.record, "built")
+        self.publisher.publish(action, key, dest, staged, files, dirs, result.record, "built")
         seconds = result.record.get("seconds")
         built = "built (forced)" if forced else "built"
         self._log(label, f"{built} {action.output} in {seconds:.2f}s" if seconds else built)
@@ -389,75 +291,6 @@ class BuildSession:
         where = {"executor": "local", "node": {"hostname": socket.gethostname()}}
         return dataclasses.replace(result, record={**result.record, **where})
 
-    def _publish(
-        self,
-        action: Action,
-        key: ActionKey,
-        dest: Path,
-        staged: Path,
-        files: tuple[FileEntry, ...],
-        dirs: tuple[str, ...],
-        record: Mapping[str, Any],
-        outcome: str,
-    ) -> None:
-        manifest = Manifest(
-            label=str(action.label),
-            kind=action.kind,
-            key=key.digest,
-            inputs=key.inputs,
-            artifact_kind="directory" if staged.is_dir() else "file",
-            files=files,
-            dirs=dirs,
-            record=record,
-            outcome=outcome,
-        )
-        lock = output_lock_path(self.state, action.output)
-        with hold(lock, what=f"publishing {action.output}", timeout=self.settings.lock_timeout,
-                  on_wait=lambda msg: self._log(action.label, msg)):
-            publish(dest, staged, manifest)
-        # The build hashed these bytes (or verified them on restore): the next
-        # no-op need not read them again.
-        self._record(dest, files, single=manifest.artifact_kind == "file")
-
-    def _record(self, folder: Path, files: tuple[FileEntry, ...], *, single: bool = False) -> None:
-        for entry in files:
-            self.digests.record(folder if single else folder / entry.path, entry.sha256)
-
-    def _serving_name(self, action: Action) -> str | None:
-        target = action.target
-        return target.serving if isinstance(target, ExportTarget) else None
-
-    def _serve(self, action: Action, dest: Path) -> None:
-        """Publish the artifact as the newest version of its TF Serving model, if it has one."""
-        name = self._serving_name(action)
-        if name is None:
-            return
-        root = self.settings.serving_root
-        if root is None:
-            self._log(action.label, f"serving={name!r} is set but [tool.rules_keras] has no "
-                      "serving_root; not published to TF Serving")
-            return
-        manifest = manifest_io.read(dest)
-        if manifest is None:
-            raise ExportError(str(action.label), f"{action.output} has no manifest to serve")
-        with hold(serving.lock_path(root), what=f"the TF Serving tree {root}",
-                  timeout=self.settings.lock_timeout,
-                  on_wait=lambda msg: self._log(action.label, msg)):
-            try:
-                served = serving.publish(
-                    root, name, dest, manifest.files, manifest.dirs, str(action.label),
-                    self.settings.serving_keep,
-                    lambda version: manifest_io.intact(version, manifest, self.digests),
-                )
-            except (OSError, DigestMismatch) as err:
-                raise ExportError(
-                    str(action.label), f"publishing to TF Serving under {root} failed: {err}"
-                ) from err
-        if served.created:
-            # Hashed as it was copied: the next no-op need not read it again.
-            self._record(served.path, manifest.files)
-            self._log(action.label, f"serving {name!r} version {served.version} at {served.path}")
-
     def clean(self, label: Label) -> None:
         remove(self.artifact(self.actions[label]))
 
@@ -475,8 +308,7 @@ class BuildSession:
         if self.remote is not None:
             self.remote.close()
         self.pool.close()
-        if self._cache is not None:
-            self._cache.close()
+        self.caches.close()
 
     def _warn(self, message: str) -> None:
         print(f"rules_keras: warning: {message}", file=sys.stderr, flush=True)
