@@ -224,7 +224,7 @@ class LocalCache:
             for entry in files:
                 blob = self.cas_path(entry.sha256)
                 blobs.append(blob)
-                if _present(blob, entry.size):
+                if _present(blob, entry.size, entry.sha256):
                     continue
                 _ensure_dir(blob.parent)
                 source = artifact if single else artifact / entry.path
@@ -359,15 +359,28 @@ def _check_key(key: str) -> None:
         raise ValueError(f"cache keys are 64 lowercase hex characters. Received: key={key!r}")
 
 
-def _present(blob: Path, size: int) -> bool:
+def _present(blob: Path, size: int, sha256: str) -> bool:
+    """True if `blob` already holds exactly these bytes; a damaged one is evicted.
+
+    A same-size blob is re-hashed rather than trusted: a bit flipped on disk
+    keeps the size, and reusing it would give a fresh AC entry a corrupt blob
+    that every later restore (and every clone sharing the cache) then rejects.
+    Re-hashing costs one read, and only when two entries share a blob.
+    """
     try:
         st = os.stat(blob)
+        if st.st_size == size:
+            with open(blob, "rb") as handle:
+                for _ in verified(read_chunks(handle), sha256, size, str(blob)):
+                    pass
+            _touch(blob)
+            return True
     except FileNotFoundError:
         return False
-    if st.st_size != size:
-        return False
-    _touch(blob)
-    return True
+    except DigestMismatch:
+        pass
+    _evict(blob, st)
+    return False
 
 
 def _touch(path: Path) -> None:
