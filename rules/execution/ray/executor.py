@@ -117,6 +117,16 @@ class RayExecutor:
         )
         submitted = time.perf_counter()
         report = self._execute(action, refs, options)
+        # A lost export process is the node failing, not the action: when a
+        # node is killed its task can report the lost child before Ray sees
+        # the node die. Like Bazel's remote execution, retry on the cluster
+        # (Ray places it on a live node) before building locally.
+        for _ in range(self._config.max_retries):
+            if not (isinstance(report, NodeReport) and report.status == "lost"):
+                break
+            self._notice(f"{label}: {report.reason} on Ray node {report.node.short()}; "
+                         "retrying on the cluster")
+            report = self._execute(action, refs, options)
         if isinstance(report, JobResult):
             return report
         if report is None:
