@@ -15,14 +15,13 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rules import config
 from rules.analysis import action_key, reasons
 from rules.analysis.action_key import ActionKey, InputMissing
 from rules.analysis.graph import Action, BuildGraph, Policy, analyse
 from rules.analysis.imports import ImportScanner
-from rules.cache_use import CacheUse
 from rules.core.backends import BACKENDS
 from rules.core.digests import DigestCache
 from rules.core.errors import ExportError
@@ -31,9 +30,7 @@ from rules.core.formats import EXPORT_FORMATS
 from rules.core.fsio import discard
 from rules.core.hashing import sha256_bytes
 from rules.core.toolchain import Toolchain, detect
-from rules.execution.pool import ServerConfig, WorkerPool
 from rules.execution.protocol import JobRequest, JobResult
-from rules.execution.ray.executor import RayExecutor
 from rules.loading.build_files import load_workspace
 from rules.loading.labels import Label
 from rules.loading.targets import ExportTarget
@@ -41,6 +38,11 @@ from rules.publishing import Publisher, serving_name
 from rules.storage import manifest as manifest_io
 from rules.storage.manifest import Manifest
 from rules.storage.publish import remove, staging_dir
+
+if TYPE_CHECKING:
+    from rules.cache_use import CacheUse
+    from rules.execution.pool import WorkerPool
+    from rules.execution.ray.executor import RayExecutor
 
 STATE_DIR = ".rules_keras"
 
@@ -85,7 +87,6 @@ class BuildSession:
         self.state = root / STATE_DIR
         self.state.mkdir(exist_ok=True)
         self.settings = config.load(root)
-        self.caches = CacheUse(self.settings, self.state, self._warn, self._log)
         self.digests = DigestCache(self.state / "digests.json")
         self.publisher = Publisher(self.settings, self.state, self.digests, self._log)
         self.scanner = ImportScanner(root, self.digests, self.state / "imports.json")
@@ -94,20 +95,55 @@ class BuildSession:
                         warn_undeclared_inputs=self.settings.undeclared_inputs == "warn")
         self.graph: BuildGraph = analyse(root, load_workspace(root), policy)
         self.actions: dict[Label, Action] = {a.label: a for a in self.graph.actions}
-        server = ServerConfig(self.state, self.settings.server_idle_timeout,
-                              lambda: self.toolchain.to_json()) if self.settings.server else None
-        self.pool = WorkerPool(root, on_start=self._worker_started, server=server,
-                               on_notice=self._notice, hidden_env=self.settings.header_vars)
-        # executor = "ray": actions go to the cluster first (ray is imported
-        # only when the first one does); None from it means "build locally".
-        self.remote = (RayExecutor(root, self.state, self.settings.ray, self._notice, self._log)
-                       if self.settings.ray is not None else None)
+        # The cache, the workers and the Ray executor are made on first use: a
+        # no-op build needs none of them, and importing them costs it 40 ms.
+        self._caches: CacheUse | None = None
+        self._pool: WorkerPool | None = None
+        self._remote: RayExecutor | None = None
+        self._machinery = threading.Lock()
         # doit asks is_up_to_date() and then runs build() for the same target;
         # the Check travels between the two calls here.
         self._checks: dict[Label, Check] = {}
         self._lock = threading.Lock()
         self._closed = False
         atexit.register(self.close)
+
+    @property
+    def caches(self) -> CacheUse:
+        with self._machinery:
+            if self._caches is None:
+                from rules.cache_use import CacheUse
+
+                self._caches = CacheUse(self.settings, self.state, self._warn, self._log)
+            return self._caches
+
+    @property
+    def pool(self) -> WorkerPool:
+        with self._machinery:
+            if self._pool is None:
+                from rules.execution.pool import ServerConfig, WorkerPool
+
+                server = ServerConfig(self.state, self.settings.server_idle_timeout,
+                                      lambda: self.toolchain.to_json()) if self.settings.server \
+                    else None
+                self._pool = WorkerPool(self.root, on_start=self._worker_started, server=server,
+                                        on_notice=self._notice,
+                                        hidden_env=self.settings.header_vars)
+            return self._pool
+
+    @property
+    def remote(self) -> RayExecutor | None:
+        """With executor = "ray", the cluster that actions go to first (ray itself is imported
+        only when the first one does); None from its run() means "build locally"."""
+        if self.settings.ray is None:
+            return None
+        with self._machinery:
+            if self._remote is None:
+                from rules.execution.ray.executor import RayExecutor
+
+                self._remote = RayExecutor(self.root, self.state, self.settings.ray,
+                                           self._notice, self._log)
+            return self._remote
 
     @property
     def toolchain(self) -> Toolchain:
@@ -305,10 +341,11 @@ class BuildSession:
                 return
             self._closed = True
         self.save_state()
-        if self.remote is not None:
-            self.remote.close()
-        self.pool.close()
-        self.caches.close()
+        with self._machinery:
+            made = (self._remote, self._pool, self._caches)
+        for part in made:
+            if part is not None:
+                part.close()
 
     def _warn(self, message: str) -> None:
         print(f"rules_keras: warning: {message}", file=sys.stderr, flush=True)

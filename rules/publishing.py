@@ -20,7 +20,6 @@ from rules.core.files import FileEntry
 from rules.core.fsio import DigestMismatch
 from rules.loading.labels import Label
 from rules.loading.targets import ExportTarget
-from rules.locks import hold, output_lock_path
 from rules.storage import manifest as manifest_io
 from rules.storage import serving
 from rules.storage.manifest import Manifest
@@ -52,6 +51,8 @@ class Publisher:
             record=record,
             outcome=outcome,
         )
+        from rules.locks import hold, output_lock_path  # filelock: not needed by a no-op
+
         lock = output_lock_path(self._state, action.output)
         with hold(lock, what=f"publishing {action.output}", timeout=self._settings.lock_timeout,
                   on_wait=lambda msg: self._log(action.label, msg)):
@@ -81,6 +82,8 @@ class Publisher:
         manifest = manifest_io.read(dest)
         if manifest is None:
             raise ExportError(str(action.label), f"{action.output} has no manifest to serve")
+        from rules.locks import hold
+
         with hold(serving.lock_path(root), what=f"the TF Serving tree {root}",
                   timeout=self._settings.lock_timeout,
                   on_wait=lambda msg: self._log(action.label, msg)):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from rules import commands, reporter
+from rules import reporter
 from rules.build import STATE_DIR, BuildSession
 from rules.core.errors import RulesError
 from rules.core.settings import ConfigError
@@ -89,30 +90,30 @@ class Workspace:
                 "verbosity": 2,
             }
         yield _command("cache_stats", "Show the local cache's location, entry counts and size",
-                       lambda: commands.cache_stats(self.session))
+                       lambda: _commands().cache_stats(self.session))
         yield {
             **_command("cache_gc",
                        "Shrink the local cache to --max-size (default: cache_max_size), oldest "
-                       "first", lambda max_size: commands.cache_gc(self.session, max_size)),
+                       "first", lambda max_size: _commands().cache_gc(self.session, max_size)),
             "params": [{"name": "max_size", "long": "max-size", "default": "",
                         "help": "size to shrink to, e.g. 5G or 500M"}],
         }
         yield _command("server_status",
                        "Show this workspace's warm export servers: pid, idle time, toolchain",
-                       lambda: commands.server_status(self.session))
+                       lambda: _commands().server_status(self.session))
         yield _command("server_stop",
                        "Stop this workspace's export servers (the next build starts one again)",
-                       lambda: commands.server_stop(self.root))
+                       lambda: _commands().server_stop(self.root))
         yield {
             **_command("explain",
                        "Say what `doit export` would do with each target (or LABEL/PATTERN "
                        "...), and why; builds nothing",
-                       lambda pos: commands.explain(self.session, list(pos))),
+                       lambda pos: _commands().explain(self.session, list(pos))),
             "pos_arg": "pos",
         }
         yield _command("clean_orphans",
                        "Remove artifacts that belong to no target, and empty folders",
-                       lambda: commands.clean_orphans(self.session))
+                       lambda: _commands().clean_orphans(self.session))
         yield {
             "basename": "export",
             "doc": "Build every keras_export target (and the keras_train targets they need)",
@@ -143,6 +144,14 @@ class UpToDate:
 
     def __repr__(self) -> str:
         return "; ".join(self._reasons) or "the manifest records the current action key"
+
+
+def _commands() -> ModuleType:
+    # The maintenance commands pull in the cache, gc and explain modules; a
+    # build that runs none of them should not pay for importing them.
+    from rules import commands
+
+    return commands
 
 
 def _command(name: str, doc: str, action: Any) -> dict[str, Any]:

@@ -51,13 +51,19 @@ def test_the_module_map_is_cached_against_sys_path(
     cache = tmp_path / "toolchain.json"
     first = detect(cache)
     saved = json.loads(cache.read_text())
-    assert set(saved) == {"stamp", "mapping"}
+    assert set(saved) == {"stamp", "mapping", "versions"}
+    assert saved["versions"]["numpy"] == importlib.metadata.version("numpy")
 
-    def refuse() -> object:
-        raise AssertionError("packages_distributions() called despite a valid cache")
+    def refuse(*args: object) -> object:
+        raise AssertionError("installed metadata read despite a valid cache")
 
-    monkeypatch.setattr(toolchain.importlib.metadata, "packages_distributions", refuse)
+    # A no-op build reads versions from the cache, never from METADATA files.
+    for name in ("packages_distributions", "distributions", "version"):
+        monkeypatch.setattr(importlib.metadata, name, refuse)
+    toolchain._VERSIONS.clear()
+    toolchain._COMPLETE[0] = False
     assert detect(cache) == first
+    assert first.third_party(["numpy"]) == {"numpy": saved["versions"]["numpy"]}
 
 
 def test_a_stale_or_corrupt_cache_is_recomputed(tmp_path: Path) -> None:

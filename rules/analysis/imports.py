@@ -41,6 +41,10 @@ class ImportScanner:
         }
         self._dirty = False
         self._lock = threading.Lock()
+        # Top-level names that are not in the workspace (keras, numpy, os...),
+        # decided once per process: a 100-target no-op otherwise spends
+        # thousands of stat calls asking again for every import of every target.
+        self._foreign: set[str] = set()
 
     def module_file(self, module: str) -> Path | None:
         """The file that `import module` would run from the workspace, if it is first-party."""
@@ -64,13 +68,20 @@ class ImportScanner:
             seen.add(name)
             # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
             parts = name.split(".")
+            top = parts[0]
+            if top in self._foreign:
+                if top not in _STDLIB:
+                    third.add(top)
+                continue
             pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))
             path = self.module_file(name)
             if path is None:
-                top = parts[0]
                 first_party = self.module_file(top) is not None or (self._root / top).is_dir()
-                if not first_party and top not in _STDLIB:
-                    third.add(top)
+                if not first_party:
+                    with self._lock:
+                        self._foreign.add(top)
+                    if top not in _STDLIB:
+                        third.add(top)
                 continue
             rel = path.relative_to(self._root).as_posix()
             digest = self._digests.digest(path)

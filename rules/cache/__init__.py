@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from rules.cache.gc import GcReport, collect
-from rules.cache.local import (
-    CacheStats,
-    LocalCache,
-)
-from rules.cache.records import ActionResult, CacheCorrupt, CacheMiss
-from rules.core.errors import CacheError
-from rules.core.files import FileEntry, InvalidEntry, scan_tree
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "ActionResult",
-    "CacheCorrupt",
-    "CacheError",
-    "CacheMiss",
-    "CacheStats",
-    "FileEntry",
-    "GcReport",
-    "InvalidEntry",
-    "LocalCache",
-    "collect",
-    "scan_tree",
-]
+# Where each public name lives. They load on first use: a no-op build imports
+# rules.cache.remote_config (through the settings) and nothing else of here.
+_EXPORTS = {
+    "ActionResult": "rules.cache.records",
+    "CacheCorrupt": "rules.cache.records",
+    "CacheMiss": "rules.cache.records",
+    "CacheError": "rules.core.errors",
+    "CacheStats": "rules.cache.local",
+    "LocalCache": "rules.cache.local",
+    "FileEntry": "rules.core.files",
+    "InvalidEntry": "rules.core.files",
+    "scan_tree": "rules.core.files",
+    "GcReport": "rules.cache.gc",
+    "collect": "rules.cache.gc",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rules.cache' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

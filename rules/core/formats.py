@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 
@@ -51,12 +50,13 @@ class ExportFormat:
 
     def tool_versions(self) -> dict[str, str]:
         """Installed converter and runtime versions: they change the artifact or its check."""
+        from rules.core.toolchain import installed_version
+
         found: dict[str, str] = {}
         for dist in self.dists:
-            try:
-                found[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                continue
+            version = installed_version(dist)
+            if version is not None:
+                found[dist] = version
         return found
 
 

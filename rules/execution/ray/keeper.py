@@ -16,7 +16,6 @@ that nobody uses any more.
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 import time
 from collections.abc import Mapping
@@ -112,7 +111,4 @@ class NodeKeeper:
 
 
 def _version(dist: str) -> str | None:
-    try:
-        return installed_version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return installed_version(dist)
