@@ -29,7 +29,12 @@ F = TypeVar("F", bound=Callable[..., None])
 
 def _rule(func: F) -> F:
     """Wrap a rule: unknown attributes and AttrErrors become a BrokenTarget, not a crash."""
-    known = list(inspect.signature(func).parameters)
+    signature = inspect.signature(func)
+    known = list(signature.parameters)
+    # Computed once per rule, not per call: a 1,000-target workspace calls these
+    # 2,000 times on every no-op.
+    required = [p.name for p in signature.parameters.values()
+                if p.default is inspect.Parameter.empty]
 
     def wrapper(**given: Any) -> None:
         ctx = current()
@@ -44,11 +49,7 @@ def _rule(func: F) -> F:
             raise AttrError(f"{label_text}: {message} (declared at {where})")
         label = Label(ctx.package, name)
         unknown = sorted(set(given) - set(known))
-        missing = [
-            p.name
-            for p in inspect.signature(func).parameters.values()
-            if p.default is inspect.Parameter.empty and p.name not in given
-        ]
+        missing = [name for name in required if name not in given]
         try:
             if unknown:
                 raise AttrError(
@@ -64,7 +65,7 @@ def _rule(func: F) -> F:
     wrapper.__name__ = func.__name__
     wrapper.__qualname__ = func.__qualname__
     wrapper.__doc__ = func.__doc__
-    wrapper.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 
