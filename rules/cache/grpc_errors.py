@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rules.cache.remote import RemoteAuthError, RemoteUnavailable
 from rules.cache.remote_config import ENV_HEADERS, RemoteConfig, RemoteError
 
@@ -13,6 +15,11 @@ _NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
           "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
           "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
           "UNAUTHENTICATED")
+
+
+# grpcio reports a failed handshake as UNAVAILABLE, with OpenSSL's words in the
+# details; a server that wants a client certificate just closes the socket.
+_TLS_FAILURE = re.compile(r"handshake|CERTIFICATE|SSL|Socket closed", re.IGNORECASE)
 
 
 class InstanceError(RemoteError):
@@ -34,8 +41,19 @@ def status_error(
             "UNAVAILABLE": "cannot reach the server; is the cache server running?",
             "DEADLINE_EXCEEDED": f"no answer within {config.timeout:g}s (remote_timeout)",
         }.get(code, "the server failed")
+        if code == "UNAVAILABLE" and url.startswith("grpcs:") and _TLS_FAILURE.search(details):
+            why = ("TLS handshake failed; if the server's certificate is signed by a private CA "
+                   "set remote_ca_file, and if it requires client certificates (mTLS) set "
+                   "remote_client_cert and remote_client_key")
         return RemoteUnavailable(f"remote cache {url}: {what} failed: {why} ({code}: {details})")
     if code == "UNAUTHENTICATED":
+        if config.headers:
+            # Header values are secrets: name the headers, never show them.
+            return RemoteAuthError(
+                f"remote cache {url} rejected the credentials (UNAUTHENTICATED: {details}); "
+                f"check the headers {sorted(config.headers)} from {ENV_HEADERS} or "
+                "remote_headers_env"
+            )
         return RemoteAuthError(
             f"remote cache {url} requires credentials (UNAUTHENTICATED: {details}); set the "
             "header your server expects (e.g. `authorization: Bearer <token>` or "

@@ -47,9 +47,10 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class GrpcStats:
-    """Counters since the client was created: RPCs made and blob bytes moved."""
+    """Counters since the client was created: RPCs, ByteStream transfers, blob bytes moved."""
 
     calls: int
+    streams: int
     bytes_down: int
     bytes_up: int
 
@@ -71,7 +72,7 @@ class GrpcRemoteCache:
         self._blobs: BlobIO | None = None
         self._update_enabled = False
         self._down: RemoteError | None = None
-        self._calls = self._down_bytes = self._up_bytes = 0
+        self._calls = self._streams = self._down_bytes = self._up_bytes = 0
 
     def __repr__(self) -> str:
         return f"GrpcRemoteCache({self.config.url!r}, healthy={self.healthy})"
@@ -95,7 +96,7 @@ class GrpcRemoteCache:
         return self._down is None
 
     def stats(self) -> GrpcStats:
-        return GrpcStats(self._calls, self._down_bytes, self._up_bytes)
+        return GrpcStats(self._calls, self._streams, self._down_bytes, self._up_bytes)
 
     @property
     def batch_limit(self) -> int:
@@ -231,6 +232,7 @@ class GrpcRemoteCache:
         self, blobs: BlobIO, digest: Digest, dest: Callable[[str], Path],
         progress: ProgressCallback | None,
     ) -> tuple[list[str], list[str], int]:
+        self._count_stream()
         if not blobs.read_stream(digest, dest(digest.hash)):
             return [], [digest.hash], 0
         if progress is not None and digest.size_bytes > PROGRESS_STEP:
@@ -246,11 +248,16 @@ class GrpcRemoteCache:
         self, blobs: BlobIO, digest: Digest, files: Mapping[str, Path],
         progress: ProgressCallback | None,
     ) -> int:
+        self._count_stream()
         blobs.write_stream(digest, files[digest.hash])
         if progress is not None and digest.size_bytes > PROGRESS_STEP:
             progress(TransferProgress("upload", digest.hash, digest.size_bytes,
                                       digest.size_bytes))
         return digest.size_bytes
+
+    def _count_stream(self) -> None:
+        with self._stats_lock:
+            self._streams += 1
 
     def _parallel(
         self, what: str, work: Sequence[Callable[[], _T]], *, read: bool
