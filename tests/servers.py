@@ -429,12 +429,14 @@ class BuildGridServer(_Daemon):
 
     def blob_count(self) -> int:
         """Blobs in the CAS (files of the disk storage)."""
-        return sum(1 for path in self.root.rglob("*") if path.is_file())
+        objects = self.root / "cas" / "objects"
+        return sum(1 for path in objects.rglob("*") if path.is_file())
 
     def blob_path(self, sha256: str) -> Path:
-        found = [p for p in self.root.rglob(sha256) if p.is_file()]
-        assert len(found) == 1, f"blob {sha256} is not in {self.root}"
-        return found[0]
+        """Where the disk storage keeps a blob: cas/objects/<2 hex>/<the other 62>."""
+        path = self.root / "cas" / "objects" / sha256[:2] / sha256[2:]
+        assert path.is_file(), f"blob {sha256} is not in {self.root}"
+        return path
 
     @staticmethod
     def token(lifetime: int = 3600) -> str:

@@ -21,6 +21,7 @@ from typing import BinaryIO
 from rules.cache import reapi_rpc as rpc
 from rules.cache.grpc_channel import Channel
 from rules.cache.reapi import Digest
+from rules.cache.remote import RemoteCorrupt
 from rules.cache.remote_config import RemoteError
 from rules.core.fsio import CHUNK, DigestMismatch, verified, write_atomic
 
@@ -43,10 +44,6 @@ class BlobStatusError(Exception):
     def __init__(self, code: int, message: str, sha256: str) -> None:
         super().__init__(f"blob {sha256[:12]}: {message or 'failed'} (gRPC status {code})")
         self.code = code
-
-
-class BlobCorrupt(RemoteError):
-    """A blob from the server has the wrong size or sha256."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +215,7 @@ def _store(dest: Path, chunks: Iterator[bytes] | list[bytes], sha256: str, size:
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(dest, verified(chunks, sha256, size, f"blob {sha256[:12]}"))
     except DigestMismatch as err:
-        raise BlobCorrupt(f"{err}; the entry on the server is corrupt") from None
+        raise RemoteCorrupt(f"{err}; the entry on the server is corrupt") from None
     except OSError as err:
         # A full local disk must not trip the remote's breaker: a plain RemoteError.
         raise RemoteError(f"cannot write {dest}: {err.strerror or err}") from err
