@@ -11,17 +11,19 @@ a failed blob in a batch as `BlobStatusError`; grpc_remote maps both.
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal, TypeVar
 
 from rules.cache import reapi_rpc as rpc
 from rules.cache.grpc_channel import Channel
 from rules.cache.reapi import Digest
-from rules.cache.remote import RemoteCorrupt
+from rules.cache.remote import PROGRESS_STEP, ProgressCallback, RemoteCorrupt, TransferProgress
 from rules.cache.remote_config import RemoteError
 from rules.core.fsio import CHUNK, DigestMismatch, verified, write_atomic
 
@@ -36,6 +38,7 @@ _FIND_MISSING_CHUNK = 4096
 # 1 GiB transfer, yet a stalled one must still end.
 _SLOWEST_BYTES_PER_S = 1 << 20
 NOT_FOUND = 5
+_T = TypeVar("_T")
 
 
 class BlobStatusError(Exception):
@@ -62,6 +65,9 @@ class BlobIO:
         self._instance = instance
         self._timeout = timeout
         self.batch_limit = min(batch_limit or DEFAULT_BATCH_BYTES, DEFAULT_BATCH_BYTES * 16)
+        self.streams = 0
+        """ByteStream transfers started, both ways (tests and benchmarks read it)."""
+        self._lock = threading.Lock()
 
     def plan(self, digests: Sequence[Digest]) -> Plan:
         """Batches of small blobs (greedy, in the given order) and the blobs over the limit."""
@@ -125,10 +131,13 @@ class BlobIO:
         missing += [sha256 for sha256 in wanted if sha256 not in answered]
         return fetched, missing, total
 
-    def read_stream(self, digest: Digest, dest: Path) -> bool:
-        """ByteStream.Read one blob into `dest`; False if the server does not have it."""
+    def read_stream(
+        self, digest: Digest, dest: Callable[[str], Path], progress: ProgressCallback | None
+    ) -> tuple[list[str], list[str], int]:
+        """ByteStream.Read one blob to `dest(sha256)`; (fetched, missing, bytes) as read_batch."""
         import grpc
 
+        self._count_stream()
         call = self._channel.channel.unary_stream(rpc.BYTESTREAM_READ)
         request = rpc.read_request(self._resource("blobs", digest))
         responses = call(
@@ -140,21 +149,23 @@ class BlobIO:
                 yield rpc.decode_read_response(message)
 
         try:
-            _store(dest, chunks(), digest.hash, digest.size_bytes)
+            _store(dest(digest.hash), chunks(), digest.hash, digest.size_bytes)
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
-                return False
+                return [], [digest.hash], 0
             raise
         finally:
             responses.cancel()
-        return True
+        _done("download", digest, progress)
+        return [digest.hash], [], digest.size_bytes
 
-    def write_batch(self, blobs: Sequence[tuple[Digest, Path]]) -> None:
+    def write_batch(self, batch: Sequence[Digest], files: Mapping[str, Path]) -> int:
         """BatchUpdateBlobs; each file is read whole (it fits a batch) and checked first."""
-        payload = [(digest, _read_checked(src, digest)) for digest, src in blobs]
+        payload = [(digest, _read_checked(files[digest.hash], digest)) for digest in batch]
+        size = sum(d.size_bytes for d in batch)
         reply = self._unary(rpc.BATCH_UPDATE_BLOBS)(
             rpc.batch_update_blobs_request(self._instance, payload),
-            timeout=self._deadline(sum(d.size_bytes for d, _ in blobs)),
+            timeout=self._deadline(size),
             metadata=self._channel.metadata,
         )
         for response in rpc.decode_batch_responses(reply, with_data=False):
@@ -162,13 +173,18 @@ class BlobIO:
                 raise BlobStatusError(
                     response.status.code, response.status.message, response.digest.hash
                 )
+        return size
 
-    def write_stream(self, digest: Digest, src: Path) -> None:
+    def write_stream(
+        self, digest: Digest, files: Mapping[str, Path], progress: ProgressCallback | None
+    ) -> int:
         """ByteStream.Write `src` (hashed by the caller) in CHUNK pieces.
 
         The server re-hashes what it receives, so a file that changes after
         the caller hashed it is refused there, never stored under `digest`.
         """
+        self._count_stream()
+        src = files[digest.hash]
         resource = self._resource(f"uploads/{uuid.uuid4()}/blobs", digest)
 
         def requests() -> Iterator[bytes]:
@@ -197,6 +213,12 @@ class BlobIO:
                 f"ByteStream upload of {digest.hash[:12]} committed {committed} of "
                 f"{digest.size_bytes} bytes"
             )
+        _done("upload", digest, progress)
+        return digest.size_bytes
+
+    def _count_stream(self) -> None:
+        with self._lock:
+            self.streams += 1
 
     def _resource(self, kind: str, digest: Digest) -> str:
         name = f"{kind}/{digest.hash}/{digest.size_bytes}"
@@ -207,6 +229,31 @@ class BlobIO:
 
     def _deadline(self, size: int) -> float:
         return self._timeout + size / _SLOWEST_BYTES_PER_S
+
+
+def _done(direction: Literal["download", "upload"], digest: Digest,
+          progress: ProgressCallback | None) -> None:
+    # Only large blobs report progress, as in the HTTP client; once, when done.
+    if progress is not None and digest.size_bytes > PROGRESS_STEP:
+        progress(TransferProgress(direction, digest.hash, digest.size_bytes, digest.size_bytes))
+
+
+def run_parallel(work: Sequence[Callable[[], _T]], workers: int) -> list[_T]:
+    """Results of `work`, up to `workers` at a time; the first error stops the jobs not started."""
+    if workers == 1 or len(work) <= 1:
+        return [job() for job in work]
+    with ThreadPoolExecutor(
+        max_workers=min(workers, len(work)), thread_name_prefix="grpc-cache"
+    ) as executor:
+        futures: list[Future[_T]] = [executor.submit(job) for job in work]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+    # Raise the error that stopped the rest, not a later fail-fast "skipped" one.
+    for future in [*done, *futures]:
+        if not future.cancelled() and (error := future.exception()) is not None:
+            raise error
+    return [future.result() for future in futures]
 
 
 def _store(dest: Path, chunks: Iterator[bytes] | list[bytes], sha256: str, size: int) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -20,19 +19,17 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from rules.cache import reapi_rpc as rpc
-from rules.cache.grpc_blobs import BlobIO, BlobStatusError
+from rules.cache.grpc_blobs import BlobIO, BlobStatusError, run_parallel
 from rules.cache.grpc_channel import Channel, open_channel
 from rules.cache.grpc_errors import InstanceError, code_name, status_error
 from rules.cache.reapi import DecodeError, Digest
 from rules.cache.remote import (
-    PROGRESS_STEP,
     BlobDigest,
     DownloadReport,
     ProgressCallback,
     RemoteAuthError,
     RemoteCorrupt,
     RemoteUnavailable,
-    TransferProgress,
     UploadReport,
 )
 from rules.cache.remote_config import ENV_UPLOAD, RemoteConfig, RemoteError
@@ -44,6 +41,7 @@ from rules.core.hashing import sha256_file
 ACTION_DIGEST_SIZE = 1
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class GrpcStats:
@@ -72,7 +70,7 @@ class GrpcRemoteCache:
         self._blobs: BlobIO | None = None
         self._update_enabled = False
         self._down: RemoteError | None = None
-        self._calls = self._streams = self._down_bytes = self._up_bytes = 0
+        self._calls = self._down_bytes = self._up_bytes = 0
 
     def __repr__(self) -> str:
         return f"GrpcRemoteCache({self.config.url!r}, healthy={self.healthy})"
@@ -96,7 +94,8 @@ class GrpcRemoteCache:
         return self._down is None
 
     def stats(self) -> GrpcStats:
-        return GrpcStats(self._calls, self._streams, self._down_bytes, self._up_bytes)
+        streams = 0 if self._blobs is None else self._blobs.streams
+        return GrpcStats(self._calls, streams, self._down_bytes, self._up_bytes)
 
     @property
     def batch_limit(self) -> int:
@@ -107,14 +106,20 @@ class GrpcRemoteCache:
 
     def get_ac(self, key: str) -> bytes | None:
         """The encoded ActionResult under `key`, or None on a miss (NOT_FOUND)."""
+        import grpc
+
         channel, _ = self._connected()
         request = rpc.get_action_result_request(self.config.instance_name, _action(key))
-        with self._guard(f"GetActionResult {key[:12]}", read=True, missing_ok=True) as found:
-            reply: bytes = channel.channel.unary_unary(rpc.GET_ACTION_RESULT)(
-                request, timeout=self.config.timeout, metadata=channel.metadata
-            )
-            found.append(reply)
-        return found[0] if found else None
+        with self._guard(f"GetActionResult {key[:12]}", read=True):
+            try:
+                reply: bytes = channel.channel.unary_unary(rpc.GET_ACTION_RESULT)(
+                    request, timeout=self.config.timeout, metadata=channel.metadata
+                )
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:
+                    return None
+                raise
+        return reply
 
     def put_ac(self, key: str, body: bytes) -> None:
         """UpdateActionResult; requires `config.upload` and a server that allows updates."""
@@ -182,7 +187,7 @@ class GrpcRemoteCache:
         work: list[Callable[[], tuple[list[str], list[str], int]]] = [
             partial(blobs.read_batch, batch, dest) for batch in plan.batches
         ]
-        work += [partial(self._stream_in, blobs, d, dest, progress) for d in plan.streams]
+        work += [partial(blobs.read_stream, d, dest, progress) for d in plan.streams]
         missing: list[str] = []
         total = 0
         for got, lacking, size in self._parallel("download", work, read=True):
@@ -216,9 +221,9 @@ class GrpcRemoteCache:
         send = [d for d in digests if d.hash in missing]
         plan = blobs.plan(send)
         work: list[Callable[[], int]] = [
-            partial(self._batch_out, blobs, batch, files) for batch in plan.batches
+            partial(blobs.write_batch, batch, files) for batch in plan.batches
         ]
-        work += [partial(self._stream_out, blobs, d, files, progress) for d in plan.streams]
+        work += [partial(blobs.write_stream, d, files, progress) for d in plan.streams]
         total = sum(self._parallel("upload", work, read=False))
         with self._stats_lock:
             self._up_bytes += total
@@ -228,60 +233,14 @@ class GrpcRemoteCache:
 
     # -- plumbing ---------------------------------------------------------
 
-    def _stream_in(
-        self, blobs: BlobIO, digest: Digest, dest: Callable[[str], Path],
-        progress: ProgressCallback | None,
-    ) -> tuple[list[str], list[str], int]:
-        self._count_stream()
-        if not blobs.read_stream(digest, dest(digest.hash)):
-            return [], [digest.hash], 0
-        if progress is not None and digest.size_bytes > PROGRESS_STEP:
-            progress(TransferProgress("download", digest.hash, digest.size_bytes,
-                                      digest.size_bytes))
-        return [digest.hash], [], digest.size_bytes
-
-    def _batch_out(self, blobs: BlobIO, batch: Sequence[Digest], files: Mapping[str, Path]) -> int:
-        blobs.write_batch([(d, files[d.hash]) for d in batch])
-        return sum(d.size_bytes for d in batch)
-
-    def _stream_out(
-        self, blobs: BlobIO, digest: Digest, files: Mapping[str, Path],
-        progress: ProgressCallback | None,
-    ) -> int:
-        self._count_stream()
-        blobs.write_stream(digest, files[digest.hash])
-        if progress is not None and digest.size_bytes > PROGRESS_STEP:
-            progress(TransferProgress("upload", digest.hash, digest.size_bytes,
-                                      digest.size_bytes))
-        return digest.size_bytes
-
-    def _count_stream(self) -> None:
-        with self._stats_lock:
-            self._streams += 1
-
     def _parallel(
         self, what: str, work: Sequence[Callable[[], _T]], *, read: bool
     ) -> list[_T]:
-        """Run `work` on up to `config.parallel` threads; the first error stops the rest."""
-
         def guarded(job: Callable[[], _T]) -> _T:
             with self._guard(what, read=read):
                 return job()
 
-        if self.config.parallel == 1 or len(work) <= 1:
-            return [guarded(job) for job in work]
-        with ThreadPoolExecutor(
-            max_workers=min(self.config.parallel, len(work)), thread_name_prefix="grpc-cache"
-        ) as executor:
-            futures: list[Future[_T]] = [executor.submit(guarded, job) for job in work]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()
-        # Raise the error that stopped the batch, not a later fail-fast one.
-        for future in [*done, *futures]:
-            if not future.cancelled() and (error := future.exception()) is not None:
-                raise error
-        return [future.result() for future in futures]
+        return run_parallel([partial(guarded, job) for job in work], self.config.parallel)
 
     def _connected(self) -> tuple[Channel, BlobIO]:
         blobs = self._ready()
@@ -335,22 +294,17 @@ class GrpcRemoteCache:
             raise type(down)(f"skipped {what} on {self.config.url}; earlier in this build: {down}")
 
     @contextmanager
-    def _guard(
-        self, what: str, *, read: bool, missing_ok: bool = False
-    ) -> Iterator[list[bytes]]:
-        """Map gRPC failures to RemoteError and trip the breaker; NOT_FOUND may be a miss."""
+    def _guard(self, what: str, *, read: bool) -> Iterator[None]:
+        """Map gRPC failures to RemoteError, tripping the breaker where they will recur."""
         import grpc
 
         self._fail_fast(what)
         with self._stats_lock:
             self._calls += 1
         try:
-            yield []
+            yield
         except grpc.RpcError as err:
-            code = err.code()
-            if missing_ok and code == grpc.StatusCode.NOT_FOUND:
-                return
-            self._raise(what, code.name, err.details() or "", read)
+            self._raise(what, err.code().name, err.details() or "", read)
         except BlobStatusError as err:
             self._raise(what, code_name(err.code), str(err), read)
         except DecodeError as err:
