@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,3 +280,22 @@ def test_a_server_that_requires_a_token_refuses_a_client_without_one(tmp_path: P
         )) as cache:
             assert cache.get_ac("ab" * 32) is None
             assert token not in repr(cache.config)
+
+
+def test_a_configured_grpc_remote_loads_no_grpc_until_it_is_called(tmp_path: Path) -> None:
+    """Setting up the tiers (what a build does before it knows it needs them) costs no grpcio."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from rules.cache.local import LocalCache\n"
+        "from rules.cache.remote_config import RemoteConfig\n"
+        "from rules.cache.tiers import TieredCache\n"
+        "tiers = TieredCache(LocalCache(Path(sys.argv[1])), RemoteConfig('grpc://127.0.0.1:1'), "
+        "print)\n"
+        "assert type(tiers.remote).__name__ == 'GrpcRemoteCache'\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'grpc'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cache")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
