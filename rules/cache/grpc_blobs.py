@@ -69,26 +69,30 @@ class BlobIO:
         """ByteStream transfers started, both ways (tests and benchmarks read it)."""
         self._lock = threading.Lock()
 
-    def plan(self, digests: Sequence[Digest]) -> Plan:
-        """Batches of small blobs (greedy, in the given order) and the blobs over the limit."""
+    def plan(self, digests: Sequence[Digest], spread: int = 1) -> Plan:
+        """Blobs over the limit go to ByteStream; the rest into batches, largest first, each to
+        the least loaded batch that has room.
+
+        At least `spread` batches are made when there are that many blobs: a
+        target's few small blobs then travel, and are fsynced, in parallel,
+        as the HTTP client's parallel GETs are, not one after another.
+        """
         budget = self.batch_limit - _BATCH_OVERHEAD
-        batches: list[tuple[Digest, ...]] = []
-        streams: list[Digest] = []
-        current: list[Digest] = []
-        used = 0
-        for digest in digests:
+        streams = [d for d in digests if d.size_bytes + _PER_BLOB_OVERHEAD > budget]
+        small = sorted((d for d in digests if d.size_bytes + _PER_BLOB_OVERHEAD <= budget),
+                       key=lambda d: d.size_bytes, reverse=True)
+        batches: list[list[Digest]] = []
+        loads: list[int] = []
+        for digest in small:
             cost = digest.size_bytes + _PER_BLOB_OVERHEAD
-            if cost > budget:
-                streams.append(digest)
-                continue
-            if used + cost > budget:
-                batches.append(tuple(current))
-                current, used = [], 0
-            current.append(digest)
-            used += cost
-        if current:
-            batches.append(tuple(current))
-        return Plan(tuple(batches), tuple(streams))
+            emptiest = min(range(len(loads)), key=loads.__getitem__, default=None)
+            if len(batches) < spread or emptiest is None or loads[emptiest] + cost > budget:
+                batches.append([digest])
+                loads.append(cost)
+            else:
+                batches[emptiest].append(digest)
+                loads[emptiest] += cost
+        return Plan(tuple(tuple(batch) for batch in batches), tuple(streams))
 
     def find_missing(self, digests: Sequence[Digest]) -> list[Digest]:
         call = self._unary(rpc.FIND_MISSING_BLOBS)
@@ -260,7 +264,9 @@ def _store(dest: Path, chunks: Iterator[bytes] | list[bytes], sha256: str, size:
     """Write `chunks` to `dest` only if they are exactly `size` bytes hashing to `sha256`."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(dest, verified(chunks, sha256, size, f"blob {sha256[:12]}"))
+        # The data is fsynced before the rename, as the HTTP client does; the
+        # folder is not: a rename lost in a crash only turns into a miss.
+        write_atomic(dest, verified(chunks, sha256, size, f"blob {sha256[:12]}"), sync_dir=False)
     except DigestMismatch as err:
         raise RemoteCorrupt(f"{err}; the entry on the server is corrupt") from None
     except OSError as err:

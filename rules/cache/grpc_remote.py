@@ -183,7 +183,7 @@ class GrpcRemoteCache:
         if not unique:
             return DownloadReport(tuple(fetched), (), 0)
         blobs = self._ready()
-        plan = blobs.plan([Digest(h, s) for h, s in unique.items()])
+        plan = blobs.plan([Digest(h, s) for h, s in unique.items()], self.config.parallel)
         work: list[Callable[[], tuple[list[str], list[str], int]]] = [
             partial(blobs.read_batch, batch, dest) for batch in plan.batches
         ]
@@ -219,7 +219,7 @@ class GrpcRemoteCache:
         with self._guard("FindMissingBlobs", read=False):
             missing = {d.hash for d in blobs.find_missing(digests)}
         send = [d for d in digests if d.hash in missing]
-        plan = blobs.plan(send)
+        plan = blobs.plan(send, self.config.parallel)
         work: list[Callable[[], int]] = [
             partial(blobs.write_batch, batch, files) for batch in plan.batches
         ]
