@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from nginx_server import PASSWORD, USER, running_nginx  # noqa: E402
+from servers import PASSWORD, USER, running_nginx  # noqa: E402
 from workspace_gen import generate, subprocess_env  # noqa: E402
 
 SUMMARY = re.compile(r"^(\d+) built, (\d+) restored, (\d+) up to date, (\d+) failed$", re.M)

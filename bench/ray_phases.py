@@ -107,7 +107,7 @@ def _http_round_trip(port: int, digest: str, data: bytes) -> None:
     """What the remote-cache route costs a blob: the client PUTs it, a node GETs it."""
     import base64
 
-    from tests.nginx_server import PASSWORD, USER
+    from tests.servers import PASSWORD, USER
 
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     for method, body in (("PUT", data), ("GET", None)):

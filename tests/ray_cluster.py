@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.nginx_server import NginxServer
+from tests.servers import NginxServer
 
 PORT = 6379
 # Ray's minimum is 75 MB; the tests move kilobytes.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from nginx_server import PASSWORD, USER, NginxServer, running_nginx
+from servers import PASSWORD, USER, NginxServer, running_nginx
 
 from rules.cache.remote import (
     PROGRESS_STEP,
@@ -412,7 +412,7 @@ def test_config_absent_or_switched_off() -> None:
     ("settings", "environ", "message"),
     [
         ({"remote_cahce": "http://c"}, {}, "Did you mean 'remote_cache'"),
-        ({"remote_cache": "ftp://c"}, {}, "http:// or https:// URL"),
+        ({"remote_cache": "ftp://c"}, {}, "https://, grpc:// or grpcs:// URL"),
         ({"remote_cache": "http://u:pw@c?x=1"}, {}, r"Received: 'http://\*\*\*@c\?x=1'"),
         ({"remote_cache": "http://c", "remote_upload": "yes"}, {}, "true or false"),
         ({"remote_cache": "http://c", "remote_timeout": 0}, {}, "positive number"),

@@ -30,8 +30,8 @@ from tests.conftest import (
     counts,
     read_manifests,
 )
-from tests.nginx_server import PASSWORD, USER
 from tests.ray_cluster import NamespacedNginx, RayCluster, netns_available
+from tests.servers import PASSWORD, USER
 from tests.test_e2e_examples import CHECK_SCRIPT, EXPORTS
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nginx_server import PASSWORD, USER, NginxServer, running_nginx
+from servers import PASSWORD, USER, NginxServer, running_nginx
 
 from tests.conftest import (
     EXAMPLE_TARGETS,

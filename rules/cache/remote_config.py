@@ -19,6 +19,8 @@ ENV_HEADERS = str(BY_KEY["remote_headers"].env)
 ENV_USER = str(BY_KEY["remote_user"].env)
 ENV_PASSWORD = str(BY_KEY["remote_password"].env)
 
+# http(s): Bazel's HTTP cache protocol (remote.py); grpc(s): REAPI v2 (grpc_remote.py).
+SCHEMES = ("http", "https", "grpc", "grpcs")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 CREDENTIALS_HINT = (
     f"check {ENV_USER}/{ENV_PASSWORD}, the user:password in the cache URL, "
@@ -45,7 +47,7 @@ class RemoteConfig:
     """
 
     url: str
-    """Base URL, http or https; `/ac/<key>` and `/cas/<sha256>` are appended."""
+    """Base URL. http(s): `/ac/<key>` and `/cas/<sha256>` are appended; grpc(s): host:port."""
     upload: bool = False
     """Send PUT requests. Off by default: only CI should write to a shared cache."""
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -54,14 +56,24 @@ class RemoteConfig:
     """Seconds allowed to connect, and between two reads or writes on the socket."""
     parallel: int = 4
     """Transfers in flight at once in get_blobs/put_blobs (one connection each)."""
+    instance_name: str = ""
+    """REAPI instance name (grpc only), as Bazel's --remote_instance_name."""
+    ca_file: str | None = None
+    """PEM roots to trust instead of the system's (grpcs only)."""
+    client_cert: str | None = None
+    """PEM client certificate for mTLS (grpcs only); needs client_key."""
+    client_key: str | None = None
+    """PEM private key of client_cert. The path is not secret; the file is."""
 
     def __post_init__(self) -> None:
         split = urlsplit(self.url)
-        if split.scheme not in ("http", "https") or not split.hostname:
+        if split.scheme not in SCHEMES or not split.hostname:
             raise RemoteConfigError(
-                "remote_cache must be an http:// or https:// URL with a host, like "
-                f"'http://cache.example:8080/bazel'. Received: {redact(self.url)!r}"
+                "remote_cache must be an http://, https://, grpc:// or grpcs:// URL with a "
+                f"host, like 'http://cache.example:8080/bazel' or 'grpcs://cache.example:443'. "
+                f"Received: {redact(self.url)!r}"
             )
+        self._check_grpc_options(split.scheme, split.path)
         try:
             split.port  # noqa: B018 - urlsplit validates the port lazily
         except ValueError:
@@ -105,11 +117,49 @@ class RemoteConfig:
                 f"remote_parallel must be an integer >= 1. Received: {self.parallel!r}"
             )
 
+    @property
+    def is_grpc(self) -> bool:
+        """Whether the URL names a REAPI gRPC cache rather than an HTTP one."""
+        return urlsplit(self.url).scheme in ("grpc", "grpcs")
+
+    def _check_grpc_options(self, scheme: str, path: str) -> None:
+        grpc_only = {
+            "remote_instance_name": self.instance_name,
+            "remote_ca_file": self.ca_file,
+            "remote_client_cert": self.client_cert,
+            "remote_client_key": self.client_key,
+        }
+        if scheme in ("http", "https"):
+            given = [name for name, value in grpc_only.items() if value]
+            if given:
+                # Silently ignoring a client certificate would hide why the
+                # server refuses us; an https cache takes SSL_CERT_FILE instead.
+                raise RemoteConfigError(
+                    f"{', '.join(given)} only apply to a grpc:// or grpcs:// remote_cache; "
+                    f"remove them for {redact(self.url)!r}"
+                )
+            return
+        if path.strip("/"):
+            raise RemoteConfigError(
+                "a grpc remote_cache has no path; put the instance name in remote_instance_name "
+                f"instead. Received: {redact(self.url)!r}"
+            )
+        if scheme == "grpc" and (self.ca_file or self.client_cert or self.client_key):
+            raise RemoteConfigError(
+                "remote_ca_file, remote_client_cert and remote_client_key need TLS: "
+                f"use grpcs:// instead of {redact(self.url)!r}"
+            )
+        if bool(self.client_cert) != bool(self.client_key):
+            raise RemoteConfigError(
+                "mTLS needs both remote_client_cert and remote_client_key; only one is set"
+            )
+
     def __repr__(self) -> str:
         headers = {name: "<redacted>" for name in self.headers}
+        grpc = f", instance_name={self.instance_name!r}" if self.is_grpc else ""
         return (
             f"RemoteConfig(url={self.url!r}, upload={self.upload!r}, headers={headers!r}, "
-            f"timeout={self.timeout!r}, parallel={self.parallel!r})"
+            f"timeout={self.timeout!r}, parallel={self.parallel!r}{grpc})"
         )
 
 
@@ -155,6 +205,10 @@ def remote_config_from(
         headers=headers,
         timeout=values["remote_timeout"],
         parallel=values["remote_parallel"],
+        instance_name=values["remote_instance_name"] or "",
+        ca_file=values["remote_ca_file"] or None,
+        client_cert=values["remote_client_cert"] or None,
+        client_key=values["remote_client_key"] or None,
     )
 
 

@@ -18,6 +18,7 @@ from rules.cache.remote_config import RemoteConfig, RemoteError
 from rules.core.errors import CacheError
 
 if TYPE_CHECKING:
+    from rules.cache.grpc_remote import GrpcRemoteCache
     from rules.cache.remote import RemoteCache
 
 
@@ -39,8 +40,13 @@ class TieredCache:
         warn: Callable[[str], None],
     ) -> None:
         self.local = local
-        self.remote: RemoteCache | None = None
-        if remote is not None:
+        self.remote: RemoteCache | GrpcRemoteCache | None = None
+        if remote is not None and remote.is_grpc:
+            # grpcio costs a no-op build ~100 ms; only a grpc(s):// remote loads it.
+            from rules.cache.grpc_remote import GrpcRemoteCache
+
+            self.remote = GrpcRemoteCache(remote)
+        elif remote is not None:
             # http.client and ssl cost a no-op build 30 ms; only load them when used.
             from rules.cache.remote import RemoteCache
 

@@ -91,13 +91,15 @@ def write_atomic(
     *,
     durable: bool = True,
     mode: int | None = None,
+    sync_dir: bool = True,
 ) -> None:
     """Replace `dest` with `data` so readers see the old file or the new one, never a mix.
 
     `data` may be an iterable of chunks that raises half-way (a failed
     verification, a broken download): the temp file is then removed and
     `dest` is untouched. With `durable`, the file and the rename are fsynced
-    before this returns.
+    before this returns; `sync_dir=False` skips the rename's fsync, for files
+    whose loss after a crash is harmless (a downloaded cache blob: a miss).
     """
     tmp = temp_path(dest)
     try:
@@ -115,7 +117,7 @@ def write_atomic(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    if durable:
+    if durable and sync_dir:
         fsync_dir(dest.parent)
 
 
