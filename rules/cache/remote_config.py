@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from rules.core.settings import BY_KEY, ConfigError, resolve
+from rules.core.settings import BY_KEY, ConfigError, parse_size, resolve
 
 # Named in messages; the settings table is where they are defined.
 ENV_UPLOAD = str(BY_KEY["remote_upload"].env)
@@ -54,6 +54,8 @@ class RemoteConfig:
     """Seconds allowed to connect, and between two reads or writes on the socket."""
     parallel: int = 4
     """Transfers in flight at once in get_blobs/put_blobs (one connection each)."""
+    max_blob_size: int = 8 << 30
+    """Largest blob downloaded; an entry claiming a bigger one is refused before any transfer."""
 
     def __post_init__(self) -> None:
         split = urlsplit(self.url)
@@ -109,7 +111,8 @@ class RemoteConfig:
         headers = {name: "<redacted>" for name in self.headers}
         return (
             f"RemoteConfig(url={self.url!r}, upload={self.upload!r}, headers={headers!r}, "
-            f"timeout={self.timeout!r}, parallel={self.parallel!r})"
+            f"timeout={self.timeout!r}, parallel={self.parallel!r}, "
+            f"max_blob_size={self.max_blob_size!r})"
         )
 
 
@@ -155,6 +158,7 @@ def remote_config_from(
         headers=headers,
         timeout=values["remote_timeout"],
         parallel=values["remote_parallel"],
+        max_blob_size=parse_size(values["remote_max_blob_size"], "remote_max_blob_size"),
     )
 
 
