@@ -150,21 +150,21 @@ class LocalCache:
             if result.key != key:
                 raise InvalidEntry(f"it names action {result.key[:12] or '(none)'}")
         except InvalidEntry as error:
-            _evict(path, seen)
+            evict_file(path, seen)
             raise CacheCorrupt(f"cache entry {path} is corrupt ({error}); it was removed") from None
         for entry in result.files:
             blob = self.cas_path(entry.sha256)
             try:
                 size = os.stat(blob).st_size
             except FileNotFoundError:
-                _evict(path, seen)
+                evict_file(path, seen)
                 return None
             except OSError as error:
                 raise CacheError(f"cannot stat cache blob {blob}: {error}") from error
             if size != entry.size:
                 # A blob's name fixes its size, so this blob is wrong for everyone.
-                _evict(blob, None)
-                _evict(path, seen)
+                evict_file(blob, None)
+                evict_file(path, seen)
                 raise CacheCorrupt(
                     f"cache blob {blob} has {size} bytes, not {entry.size}; it and the "
                     f"entry {key[:12]} were removed"
@@ -175,7 +175,7 @@ class LocalCache:
     def evict(self, key: str) -> None:
         """Remove the AC entry of `key` (one that does not answer what it was asked)."""
         _check_key(key)
-        _evict(self.ac_path(key), None)
+        evict_file(self.ac_path(key), None)
 
     def materialize(self, key: str, result: ActionResult, dest: Path) -> None:
         """Build the artifact described by `result` (the entry of `key`) at the new path `dest`.
@@ -206,7 +206,7 @@ class LocalCache:
                 self._restore_file(entry, dest / entry.path, reflink)
         except (CacheCorrupt, CacheMiss):
             discard(dest)
-            _evict(self.ac_path(key), None)
+            evict_file(self.ac_path(key), None)
             raise
         except OSError as error:
             discard(dest)
@@ -354,7 +354,7 @@ class LocalCache:
                     if not cloned:
                         out.write(chunk)
             except DigestMismatch as err:
-                _evict(blob, None)
+                evict_file(blob, None)
                 raise CacheCorrupt(
                     f"cache blob {blob} is corrupt ({err}); it was removed and the target "
                     "will be rebuilt"
@@ -400,7 +400,7 @@ def _present(blob: Path, size: int, sha256: str) -> bool:
         return False
     except DigestMismatch:
         pass
-    _evict(blob, st)
+    evict_file(blob, st)
     return False
 
 
@@ -411,7 +411,7 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _evict(path: Path, seen: os.stat_result | None) -> None:
+def evict_file(path: Path, seen: os.stat_result | None) -> None:
     """Unlink a bad entry, unless it was replaced since we read it (then it is a new entry)."""
     with contextlib.suppress(OSError):
         if seen is not None:
