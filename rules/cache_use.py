@@ -66,7 +66,8 @@ class CacheUse:
 
     def cached(self, question: Question) -> str | None:
         """Which cache holds an entry answering `question` ("local" or "remote"), checked like a
-        build would check it, but without its blobs: nothing is downloaded or changed."""
+        build would check it, but without its blobs: nothing is downloaded (a corrupt local
+        entry is evicted, as any lookup does)."""
         cache = self.ready()
         if cache is None:
             return None

@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -182,29 +182,41 @@ class ConnectionPool:
                 yield response
             return
         cut = threading.Event()
+        finished = False
+        guard = threading.Lock()
         holder: list[http.client.HTTPConnection] = []
 
         def expire() -> None:
-            cut.set()
-            for conn in holder:
-                sock = conn.sock
-                if sock is not None:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+            # Under the guard: once the exchange finished, its connection may
+            # already serve another request, which must not be cut.
+            with guard:
+                if finished:
+                    return
+                cut.set()
+                for conn in holder:
+                    sock = conn.sock
+                    if sock is not None:
+                        with suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
 
         timer = threading.Timer(deadline, expire)
         timer.daemon = True
         timer.start()
         try:
-            with self._request(method, path, headers, body, on_sent, holder) as response:
-                yield response
+            with self._request(method, path, headers, body, on_sent, holder, cut) as response:
+                try:
+                    yield response
+                finally:
+                    with guard:
+                        finished = True
+                    timer.cancel()
         except Exception as exc:
             if cut.is_set():
                 raise DeadlineExceeded(f"not done within {deadline:.0f}s") from exc
             raise
         finally:
+            with guard:
+                finished = True
             timer.cancel()
 
     @contextmanager
@@ -216,6 +228,7 @@ class ConnectionPool:
         body: bytes | Path | None,
         on_sent: Callable[[int], None] | None,
         holder: list[http.client.HTTPConnection] | None = None,
+        cut: threading.Event | None = None,
     ) -> Iterator[http.client.HTTPResponse]:
         conn, reused = self._acquire()
         if holder is not None:
@@ -253,7 +266,8 @@ class ConnectionPool:
         finally:
             # http.client drops conn.sock itself when the server said
             # `Connection: close`; an unread body would desync the next request.
-            if complete and conn.sock is not None:
+            # A connection cut at its deadline is shut down: never reuse it.
+            if complete and conn.sock is not None and not (cut is not None and cut.is_set()):
                 self._release(conn)
             else:
                 conn.close()
