@@ -26,7 +26,7 @@ from rules.core.backends import BACKENDS
 from rules.core.digests import DigestCache
 from rules.core.errors import ExportError
 from rules.core.files import scan_tree
-from rules.core.formats import EXPORT_FORMATS
+from rules.core.formats import EXPORT_FORMATS, expected
 from rules.core.fsio import discard
 from rules.core.hashing import sha256_bytes
 from rules.core.toolchain import Toolchain, detect
@@ -40,11 +40,14 @@ from rules.storage.manifest import Manifest
 from rules.storage.publish import remove, staging_dir
 
 if TYPE_CHECKING:
+    from rules.cache.validate import Question
     from rules.cache_use import CacheUse
     from rules.execution.pool import WorkerPool
     from rules.execution.ray.executor import RayExecutor
 
 STATE_DIR = ".rules_keras"
+# The reason a target is built when its cache entry was found wrong (issue 15 §7).
+CORRUPT_REASON = "cache entry corrupt; rebuilt"
 
 
 Status = Literal["built", "restored", "up to date"]
@@ -162,6 +165,12 @@ class BuildSession:
     def key(self, action: Action) -> ActionKey:
         return action_key.compute(action, self.root, self.digests, self.scanner, self.toolchain)
 
+    def question(self, action: Action, key: ActionKey) -> Question:
+        """What a cache entry must answer to be restored as this action's artifact."""
+        from rules.cache.validate import Question
+
+        return Question(key.digest, str(action.label), expected(action.job))
+
     # -- up to date -----------------------------------------------------------
 
     def is_up_to_date(self, label: Label) -> bool:
@@ -242,7 +251,9 @@ class BuildSession:
                 return Outcome(str(label), "up to date")
             staging = staging_dir(dest)
             try:
-                outcome = None if forced else self._restore(action, key, dest, staging, reasons)
+                outcome = None
+                if not forced:
+                    outcome, reasons = self._restore(action, key, dest, staging, reasons)
                 if outcome is None:
                     outcome = self._export(action, key, dest, staging, reasons, forced)
             finally:
@@ -253,21 +264,30 @@ class BuildSession:
 
     def _restore(
         self, action: Action, key: ActionKey, dest: Path, staging: Path, reasons: tuple[str, ...]
-    ) -> Outcome | None:
+    ) -> tuple[Outcome | None, tuple[str, ...]]:
+        """The restored outcome, or None and the reasons to build (which say so when the
+        cache held a corrupt entry: "no previous build" would hide it)."""
+        from rules.cache.tiers import Corrupt
+
         cache = self.caches.ready()
         if cache is None:
-            return None
-        hit = cache.fetch(key.digest)
+            return None, reasons
+        question = self.question(action, key)
+        corrupt = (*(r for r in reasons if r != "no previous build"), CORRUPT_REASON)
+        hit = cache.fetch(question)
+        if hit is None or isinstance(hit, Corrupt):
+            return None, reasons if hit is None else corrupt
         staged = staging / dest.name
-        if hit is None or not cache.restore(key.digest, hit, staged):
-            return None
+        restored = cache.restore(question, hit, staged)
+        if restored is not True:
+            return None, corrupt if isinstance(restored, Corrupt) else reasons
         record = hit.result.metadata.get("record", {})
         self.publisher.publish(action, key, dest, staged, hit.result.files, hit.result.dirs, record,
                       "restored")
         self._log(action.label, f"restored {action.output} from the {hit.source} cache")
         for line in record.get("warnings", ()):  # what its build warned about still holds
             self._warn(str(line))
-        return Outcome(str(action.label), "restored", reasons)
+        return Outcome(str(action.label), "restored", reasons), reasons
 
     def _export(
         self, action: Action, key: ActionKey, dest: Path, staging: Path,
@@ -302,8 +322,8 @@ class BuildSession:
             self._log(label, "warning: inputs changed during the build; not cached, "
                       "will rebuild next time")
         elif (cache := self.caches.ready()) is not None and self.caches.writable:
-            metadata = {"label": str(label), "kind": action.kind, "record": dict(result.record)}
-            cache.store(key.digest, staged, metadata)
+            metadata = {"kind": action.kind, "record": dict(result.record)}
+            cache.store(key.digest, staged, metadata, str(label))
         self.publisher.publish(action, key, dest, staged, files, dirs, result.record, "built")
         seconds = result.record.get("seconds")
         built = "built (forced)" if forced else "built"

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
+from rules.cache import validate
 from rules.cache.health import probe
 from rules.cache.local import LocalCache
 from rules.cache.remote_config import RemoteError
 from rules.cache.tiers import TieredCache
+from rules.cache.validate import Question
 from rules.config import Settings
 from rules.core.errors import CacheError
 from rules.loading.labels import Label
@@ -62,23 +64,27 @@ class CacheUse:
                 self._lock_root = root
             return self._cache
 
-    def cached(self, key: str) -> str | None:
-        """Which cache holds a complete entry for `key` ("local" or "remote"), by an existence
-        check: nothing is downloaded."""
+    def cached(self, question: Question) -> str | None:
+        """Which cache holds an entry answering `question` ("local" or "remote"), checked like a
+        build would check it, but without its blobs: nothing is downloaded (a corrupt local
+        entry is evicted, as any lookup does)."""
         cache = self.ready()
         if cache is None:
             return None
         try:
-            if cache.local.lookup(key) is not None:
+            entry = cache.local.lookup(question.key)
+            if entry is not None and validate.problem(entry, question) is None:
                 return "local"
         except CacheError:
             pass
         remote = cache.remote
         if remote is not None and remote.healthy:
             try:
-                if remote.get_ac(key) is not None:
+                data = remote.get_ac(question.key)
+                if data is not None:
+                    validate.accept(data, question)
                     return "remote"
-            except RemoteError:
+            except (RemoteError, validate.Rejected):
                 pass
         return None
 

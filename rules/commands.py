@@ -1,5 +1,5 @@
-"""The maintenance commands: cache_stats, cache_gc, server_status, server_stop, explain,
-clean_orphans. Each prints its answer and returns a doit TaskFailed, or None."""
+"""The maintenance commands: cache_stats, cache_gc, cache_check, server_status, server_stop,
+explain, clean_orphans. Each prints its answer and returns a doit TaskFailed, or None."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from doit.exceptions import TaskFailed
 
 from rules import explain as explaining
 from rules.build import STATE_DIR, BuildSession
+from rules.cache import fsck
 from rules.cache.gc import collect
 from rules.cache.local import LocalCache
 from rules.core.errors import CacheError, RulesError
@@ -62,6 +63,26 @@ def cache_gc(session: BuildSession, max_size: str) -> TaskFailed | None:
           f"{report.removed_tmp} stale tmp files, freeing {format_size(report.freed_bytes)}; "
           f"{format_size(report.remaining_bytes)} left (limit {format_size(limit)})")
     return None
+
+def cache_check(session: BuildSession) -> TaskFailed | None:
+    """`doit cache_check`: re-hash every entry and blob of the local cache, evict bad ones."""
+    root = session.settings.cache_dir
+    if root is None:
+        _say("the local cache is off; nothing to check")
+        return None
+    _say(f"checking {root}")
+    try:
+        report = fsck.check(root, lambda finding: _say(f"  {finding.line()}"))
+    except CacheError as err:
+        return TaskFailed(f"cache_check: {err}")
+    _say(f"checked {report.entries} action results and {report.blobs} blobs: "
+         f"{len(report.bad)} bad" + (", removed" if report.bad else ""))
+    if report.bad:
+        return TaskFailed(f"cache_check: {len(report.bad)} corrupt files in {root} were removed; "
+                          "the builds that need them will rebuild them. If this recurs, check "
+                          "the disk.")
+    return None
+
 
 def server_status(session: BuildSession) -> TaskFailed | None:
     """`doit server_status`: the workspace's warm export servers."""

@@ -49,7 +49,8 @@ def verdicts(session: BuildSession, labels: list[Label] | None) -> list[Verdict]
         if check.up_to_date:
             found.append(Verdict(str(action.label), "up to date", ()))
             continue
-        source = session.caches.cached(check.key.digest) if check.key is not None else None
+        source = (session.caches.cached(session.question(action, check.key))
+                  if check.key is not None else None)
         if source is not None:
             found.append(Verdict(str(action.label), "would restore",
                                  (f"from the {source} cache", *check.reasons)))

@@ -98,6 +98,9 @@ class Workspace:
             "params": [{"name": "max_size", "long": "max-size", "default": "",
                         "help": "size to shrink to, e.g. 5G or 500M"}],
         }
+        yield _command("cache_check",
+                       "Re-hash every entry and blob of the local cache; remove bad ones and "
+                       "fail if there were any", lambda: _commands().cache_check(self.session))
         yield _command("server_status",
                        "Show this workspace's warm export servers: pid, idle time, toolchain",
                        lambda: _commands().server_status(self.session))

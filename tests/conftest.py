@@ -205,7 +205,8 @@ def assert_artifacts_consistent(ws: Path, *, load: bool = True) -> int:
 
 
 def assert_cache_consistent(cache: Path) -> int:
-    """Every action result decodes and every blob it names exists with the right content."""
+    """Every action result decodes, names its own key, and every blob it names exists with the
+    right content."""
     import hashlib
 
     from rules.cache.records import ActionResult
@@ -215,6 +216,7 @@ def assert_cache_consistent(cache: Path) -> int:
         if ac.name.startswith(".tmp-"):
             continue
         result = ActionResult.from_reapi(ac.read_bytes())
+        assert result.key == ac.name, f"{ac} answers another action ({result.key})"
         for entry in result.files:
             blob = cache / "cas" / entry.sha256[:2] / entry.sha256
             assert hashlib.sha256(blob.read_bytes()).hexdigest() == entry.sha256, blob

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -153,9 +154,11 @@ def test_blob_of_wrong_size_is_a_miss_and_both_are_evicted(tmp_path: Path) -> No
     blob.chmod(0o644)
     with open(blob, "ab") as handle:
         handle.write(b"!")
-    assert cache.lookup(KEY) is None
+    with pytest.raises(CacheCorrupt, match="has 301 bytes, not 300"):
+        cache.lookup(KEY)
     assert not cache.ac_path(KEY).exists()
     assert not blob.exists()
+    assert cache.lookup(KEY) is None
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\xff\xff\xff", b"\x12\x7f", b"\x12\x02\x0a\x00"])
@@ -164,12 +167,22 @@ def test_undecodable_entry_is_a_miss_and_evicted(tmp_path: Path, garbage: bytes)
     ac = cache.ac_path(KEY)
     ac.parent.mkdir(parents=True)
     ac.write_bytes(garbage)
-    if garbage == b"":
-        # An empty ActionResult is well-formed: an artifact that is an empty dir.
-        assert cache.lookup(KEY) is not None
-        return
-    assert cache.lookup(KEY) is None
+    # An empty body is a well-formed, empty ActionResult, and still no entry of ours.
+    with pytest.raises(CacheCorrupt, match="is corrupt"):
+        cache.lookup(KEY)
     assert not ac.exists()
+
+
+def test_an_entry_naming_another_key_is_evicted(tmp_path: Path) -> None:
+    cache = LocalCache(tmp_path / "cache")
+    cache.store(KEY2, make_tree(tmp_path / "out"), {})
+    ac = cache.ac_path(KEY)
+    ac.parent.mkdir(parents=True)
+    ac.write_bytes(cache.ac_path(KEY2).read_bytes())
+    with pytest.raises(CacheCorrupt, match="names action 222222222222"):
+        cache.lookup(KEY)
+    assert not ac.exists()
+    assert cache.lookup(KEY2) is not None
 
 
 @pytest.mark.parametrize("path", ["../../escape", "/tmp/abs", "a\\b", "", "a/../b"])
@@ -179,8 +192,12 @@ def test_unsafe_path_in_entry_is_a_miss_and_evicted(tmp_path: Path, path: str) -
     sha = sha256_bytes(b"same bytes")  # a blob that really is in CAS
     ac = cache.ac_path(KEY)
     ac.parent.mkdir(parents=True, exist_ok=True)
-    ac.write_bytes(encode_action_result(ActionResultMessage((OutputFile(path, Digest(sha, 10)),))))
-    assert cache.lookup(KEY) is None
+    record = json.dumps({"_record": 2, "_key": KEY, "_label": "", "_dirs": [], "_kind": "directory",
+                         "_files": {path: [sha, 10, 0o644]}}).encode()
+    ac.write_bytes(encode_action_result(
+        ActionResultMessage((OutputFile(path, Digest(sha, 10)),), 0, record)))
+    with pytest.raises(CacheCorrupt, match="is corrupt"):
+        cache.lookup(KEY)
     assert not ac.exists()
     assert not (tmp_path / "escape").exists()
 

@@ -201,15 +201,51 @@ def test_single_file_artifact_round_trips() -> None:
     assert ActionResult.from_reapi(result.to_reapi()) == result
 
 
-def test_foreign_entry_without_our_metadata_gets_bazel_default_modes() -> None:
+def test_foreign_entry_without_our_record_is_refused() -> None:
+    """Another client's entry cannot say which action it answers, so it is never a hit."""
     data = encode_action_result(
         ActionResultMessage(
             (OutputFile("a", Digest(HASH_A, 1), True), OutputFile("b", Digest(HASH_B, 1)))
         )
     )
-    result = ActionResult.from_reapi(data)
-    assert [f.mode for f in result.files] == [0o755, 0o644]
-    assert result.metadata == {}
+    with pytest.raises(InvalidEntry, match="no rules_keras record"):
+        ActionResult.from_reapi(data)
+
+
+def test_an_empty_entry_is_refused_not_taken_for_an_empty_folder() -> None:
+    with pytest.raises(InvalidEntry, match="no rules_keras record"):
+        ActionResult.from_reapi(b"")
+
+
+def test_the_record_carries_the_key_and_label() -> None:
+    result = _result(key="c" * 64, label="//m:e")
+    again = ActionResult.from_reapi(result.to_reapi())
+    assert (again.key, again.label) == ("c" * 64, "//m:e")
+
+
+def _tampered(edit: str) -> bytes:
+    """A valid entry whose REAPI outputs were changed behind its record's back."""
+    message = decode_action_result(_result(key="c" * 64).to_reapi())
+    outputs = list(message.output_files)
+    if edit == "swap":
+        outputs[0] = OutputFile(outputs[0].path, Digest(HASH_B, 3))
+    elif edit == "rename":
+        outputs[0] = OutputFile("renamed.pb", outputs[0].digest)
+    elif edit == "drop":
+        outputs.pop()
+    elif edit == "add":
+        outputs.append(OutputFile("evil.txt", Digest(HASH_A, 10)))
+    return encode_action_result(ActionResultMessage(tuple(outputs), 0, message.stdout_raw))
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [("swap", "has digest"), ("rename", "not in its record"), ("drop", "which its outputs lack"),
+     ("add", "not in its record")],
+)
+def test_outputs_must_be_exactly_what_the_record_lists(edit: str, needle: str) -> None:
+    with pytest.raises(InvalidEntry, match=needle):
+        ActionResult.from_reapi(_tampered(edit))
 
 
 def test_reserved_metadata_keys_are_refused() -> None:
@@ -253,7 +289,10 @@ def test_inconsistent_layouts_are_rejected(
 
 @pytest.mark.parametrize(
     "stdout",
-    [b"not json", b"[1, 2]", b'{"_modes": []}', b'{"_dirs": "a"}', b'{"_kind": "socket"}', b"\xff"],
+    [b"not json", b"[1, 2]", b'{"_modes": []}', b'{"_dirs": "a"}', b'{"_kind": "socket"}', b"\xff",
+     b'{"_record": 2, "_key": "", "_label": "", "_dirs": [], "_kind": "file", "_files": []}',
+     b'{"_record": 2, "_key": "", "_label": "", "_dirs": [], "_kind": "file"}',
+     b'{"_record": 1}'],
 )
 def test_bad_metadata_payloads_are_invalid_entries(stdout: bytes) -> None:
     data = encode_action_result(

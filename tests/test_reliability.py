@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hostile_server import MODES, running_hostile
 
 from tests.conftest import (
     TINY_MODELS,
@@ -326,3 +327,42 @@ def test_tampering_is_repaired_and_never_published(
     stop_servers(ws)
     _record(f"tamper: {tampering}", outcome)
     assert outcome == "ok", f"{tampering}: {outcome}"
+
+
+# -- a hostile remote cache -------------------------------------------------------------------
+
+# The timeout each client uses: the drip mode must be cut at 2 x this.
+HOSTILE_TIMEOUT = "2"
+# No build against any mode may take longer than this (a dripping server once held one 330 s).
+HOSTILE_MAX_SECONDS = 180
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_hostile_remote_never_gets_wrong_bytes_published_or_kept(
+    tmp_path: Path, mode: str, built_once: tuple[Path, Path],
+    reference: dict[str, list[list[object]]],
+) -> None:
+    """A fresh clone against a server serving `built_once`'s cache in the chosen hostile mode:
+    the honest control restores everything; every lie builds locally, with a warning."""
+    ws = new_workspace(tmp_path / "ws", FILES)
+    cache = tmp_path / "cache"
+    started = time.monotonic()
+    with running_hostile(built_once[1], mode) as url:
+        result = doit(ws, "export", env={"RULES_KERAS_CACHE_DIR": str(cache),
+                                         "RULES_KERAS_REMOTE_CACHE": url,
+                                         "RULES_KERAS_REMOTE_TIMEOUT": HOSTILE_TIMEOUT})
+    elapsed = time.monotonic() - started
+    honest = mode == "honest"
+    if result.returncode != 0:
+        outcome = "build failed"
+    elif elapsed > HOSTILE_MAX_SECONDS:
+        outcome = "too slow"
+    elif counts(result)["restored"] != (TARGETS if honest else 0):
+        outcome = "restored a lie" if not honest else "honest entries not restored"
+    elif not honest and "warning: " not in result.stderr:
+        outcome = "silent"
+    else:
+        outcome = _verify(ws, cache, reference)
+    stop_servers(ws)
+    _record(f"hostile remote: {mode}", outcome)
+    assert outcome == "ok", f"{mode}: {outcome} ({elapsed:.0f}s)\n{result.stdout}{result.stderr}"

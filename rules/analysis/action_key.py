@@ -17,7 +17,9 @@ from rules.core.job import DeclaredInputs, ExportJob, TrainJob
 from rules.core.toolchain import Toolchain
 
 # Bump when the meaning of a key input changes, so old cache entries stop matching.
-KEY_SCHEMA = 2
+# 3: cache entries carry record version 2 (their key, label and output list);
+# old entries would only be refused, with a warning each, so they are not asked for.
+KEY_SCHEMA = 3
 
 
 @dataclass(frozen=True)

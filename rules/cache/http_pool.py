@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +16,10 @@ from typing import BinaryIO
 # Socket reads and file sends move this much at a time; large enough that a
 # 1 GiB blob is ~1000 system calls, small enough to never matter for memory.
 BLOCK_SIZE = 1 << 20
+
+
+class DeadlineExceeded(TimeoutError):
+    """A request ran past its total deadline; its connection was cut."""
 
 
 @dataclass(frozen=True)
@@ -158,14 +163,76 @@ class ConnectionPool:
         headers: Mapping[str, str],
         body: bytes | Path | None = None,
         on_sent: Callable[[int], None] | None = None,
+        deadline: float | None = None,
     ) -> Iterator[http.client.HTTPResponse]:
         """Send one request and yield its response; the caller must read the body to the end.
 
         A `Path` body is streamed from disk with a Content-Length. Errors are
         http.client's and the socket's own (OSError, HTTPException): the
         caller knows what the request was for and words the message.
+
+        `deadline` bounds the whole exchange, body included, in seconds. The
+        socket timeout bounds each read only, so a server dripping a byte at a
+        time would hold a build forever (issue 15 §3); past the deadline a timer
+        shuts the socket down, which wakes any blocked read, and whatever error
+        that caused is raised as DeadlineExceeded.
         """
+        if deadline is None:
+            with self._request(method, path, headers, body, on_sent) as response:
+                yield response
+            return
+        cut = threading.Event()
+        finished = False
+        guard = threading.Lock()
+        holder: list[http.client.HTTPConnection] = []
+
+        def expire() -> None:
+            # Under the guard: once the exchange finished, its connection may
+            # already serve another request, which must not be cut.
+            with guard:
+                if finished:
+                    return
+                cut.set()
+                for conn in holder:
+                    sock = conn.sock
+                    if sock is not None:
+                        with suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(deadline, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            with self._request(method, path, headers, body, on_sent, holder, cut) as response:
+                try:
+                    yield response
+                finally:
+                    with guard:
+                        finished = True
+                    timer.cancel()
+        except Exception as exc:
+            if cut.is_set():
+                raise DeadlineExceeded(f"not done within {deadline:.0f}s") from exc
+            raise
+        finally:
+            with guard:
+                finished = True
+            timer.cancel()
+
+    @contextmanager
+    def _request(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes | Path | None,
+        on_sent: Callable[[int], None] | None,
+        holder: list[http.client.HTTPConnection] | None = None,
+        cut: threading.Event | None = None,
+    ) -> Iterator[http.client.HTTPResponse]:
         conn, reused = self._acquire()
+        if holder is not None:
+            holder[:] = [conn]
         try:
             response = self._send(conn, method, path, headers, body, on_sent)
         except (ConnectionError, http.client.RemoteDisconnected):
@@ -179,6 +246,8 @@ class ConnectionPool:
             with self._lock:
                 self._stale_retries += 1
             conn, reused = self._connect(), False
+            if holder is not None:
+                holder[:] = [conn]
             try:
                 response = self._send(conn, method, path, headers, body, on_sent)
             except BaseException:
@@ -197,7 +266,8 @@ class ConnectionPool:
         finally:
             # http.client drops conn.sock itself when the server said
             # `Connection: close`; an unread body would desync the next request.
-            if complete and conn.sock is not None:
+            # A connection cut at its deadline is shut down: never reuse it.
+            if complete and conn.sock is not None and not (cut is not None and cut.is_set()):
                 self._release(conn)
             else:
                 conn.close()

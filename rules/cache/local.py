@@ -129,8 +129,11 @@ class LocalCache:
     def lookup(self, key: str) -> ActionResult | None:
         """The stored result for `key` if it and all its blobs are present, else None.
 
-        A bad entry (undecodable, unsafe paths, a blob missing or of the wrong
-        size) is evicted and reported as a miss.
+        A bad entry (undecodable, naming another key, unsafe paths, a blob of
+        the wrong size) is evicted and raises CacheCorrupt, so that the caller
+        says so: a disk that flips bits deserves a warning, not a silent
+        rebuild (issue 15 §4). A blob that is simply gone is a plain miss, since
+        a concurrent gc may have taken it.
         """
         _check_key(key)
         path = self.ac_path(key)
@@ -144,25 +147,35 @@ class LocalCache:
             raise CacheError(f"cannot read cache entry {path}: {error}") from error
         try:
             result = ActionResult.from_reapi(data)
-        except InvalidEntry:
-            _evict(path, seen)
-            return None
+            if result.key != key:
+                raise InvalidEntry(f"it names action {result.key[:12] or '(none)'}")
+        except InvalidEntry as error:
+            evict_file(path, seen)
+            raise CacheCorrupt(f"cache entry {path} is corrupt ({error}); it was removed") from None
         for entry in result.files:
             blob = self.cas_path(entry.sha256)
             try:
                 size = os.stat(blob).st_size
             except FileNotFoundError:
-                _evict(path, seen)
+                evict_file(path, seen)
                 return None
             except OSError as error:
                 raise CacheError(f"cannot stat cache blob {blob}: {error}") from error
             if size != entry.size:
                 # A blob's name fixes its size, so this blob is wrong for everyone.
-                _evict(blob, None)
-                _evict(path, seen)
-                return None
+                evict_file(blob, None)
+                evict_file(path, seen)
+                raise CacheCorrupt(
+                    f"cache blob {blob} has {size} bytes, not {entry.size}; it and the "
+                    f"entry {key[:12]} were removed"
+                )
         _touch(path)
         return result
+
+    def evict(self, key: str) -> None:
+        """Remove the AC entry of `key` (one that does not answer what it was asked)."""
+        _check_key(key)
+        evict_file(self.ac_path(key), None)
 
     def materialize(self, key: str, result: ActionResult, dest: Path) -> None:
         """Build the artifact described by `result` (the entry of `key`) at the new path `dest`.
@@ -193,7 +206,7 @@ class LocalCache:
                 self._restore_file(entry, dest / entry.path, reflink)
         except (CacheCorrupt, CacheMiss):
             discard(dest)
-            _evict(self.ac_path(key), None)
+            evict_file(self.ac_path(key), None)
             raise
         except OSError as error:
             discard(dest)
@@ -202,8 +215,10 @@ class LocalCache:
             discard(dest)
             raise
 
-    def store(self, key: str, artifact: Path, metadata: Mapping[str, Any]) -> ActionResult:
-        """Put `artifact` (a directory or a single file) in the cache under `key`.
+    def store(
+        self, key: str, artifact: Path, metadata: Mapping[str, Any], label: str = ""
+    ) -> ActionResult:
+        """Put `artifact` (a directory or a single file), built by `label`, in the cache at `key`.
 
         Blobs go first, the AC entry last, so a reader (or a crash) never sees
         an entry whose blobs are not durable. If a complete entry for `key`
@@ -212,12 +227,16 @@ class LocalCache:
         """
         _check_key(key)
         try:
-            existing = self.lookup(key)
+            try:
+                existing = self.lookup(key)
+            except CacheCorrupt:
+                existing = None  # evicted: this build replaces it
             if existing is not None:
                 return existing
             files, dirs = scan_tree(artifact)
             single = stat.S_ISREG(os.lstat(artifact).st_mode)
-            result = ActionResult(files, metadata, dirs, "file" if single else "directory")
+            result = ActionResult(files, metadata, dirs, "file" if single else "directory",
+                                  key, label)
             data = result.to_reapi()
             synced: set[Path] = set()
             blobs: list[Path] = []
@@ -268,6 +287,8 @@ class LocalCache:
         _check_key(key)
         try:
             result = ActionResult.from_reapi(data)
+            if result.key != key:
+                raise InvalidEntry(f"it names action {result.key[:12] or '(none)'}")
         except InvalidEntry as error:
             raise CacheError(f"entry {key[:12]} is invalid: {error}") from error
         try:
@@ -333,7 +354,7 @@ class LocalCache:
                     if not cloned:
                         out.write(chunk)
             except DigestMismatch as err:
-                _evict(blob, None)
+                evict_file(blob, None)
                 raise CacheCorrupt(
                     f"cache blob {blob} is corrupt ({err}); it was removed and the target "
                     "will be rebuilt"
@@ -379,7 +400,7 @@ def _present(blob: Path, size: int, sha256: str) -> bool:
         return False
     except DigestMismatch:
         pass
-    _evict(blob, st)
+    evict_file(blob, st)
     return False
 
 
@@ -390,7 +411,7 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _evict(path: Path, seen: os.stat_result | None) -> None:
+def evict_file(path: Path, seen: os.stat_result | None) -> None:
     """Unlink a bad entry, unless it was replaced since we read it (then it is a new entry)."""
     with contextlib.suppress(OSError):
         if seen is not None:

@@ -10,15 +10,23 @@ from typing import Any
 
 from rules.cache import reapi
 from rules.core.errors import CacheError
-from rules.core.files import ArtifactKind, FileEntry, InvalidEntry, check_relpath
+from rules.core.files import ArtifactKind, FileEntry, InvalidEntry, check_relpath, is_sha256
 from rules.core.hashing import canonical_json
 
 # Reserved keys of the JSON carried in `stdout_raw`. The whole `_` prefix is
 # reserved so later versions can add keys without colliding with callers.
 _RESERVED_PREFIX = "_"
-_KEY_MODES = "_modes"
+_KEY_RECORD = "_record"
+_KEY_ACTION = "_key"
+_KEY_LABEL = "_label"
+_KEY_FILES = "_files"
 _KEY_DIRS = "_dirs"
 _KEY_KIND = "_kind"
+# Version of our record. 2: the entry names its action key and label and lists
+# every output with its digest, so that an entry answers one question only and
+# a tampered output list is seen (issue 15 §1). Entries of any other version are
+# refused, never guessed at.
+RECORD_VERSION = 2
 
 
 class CacheCorrupt(CacheError):
@@ -43,6 +51,10 @@ class ActionResult:
     # has exactly one entry whose path is that file's name, and materialize
     # writes it at `dest` whatever that is called.
     kind: ArtifactKind = "directory"
+    # The action key this entry answers, and the label that built it: what
+    # rules.cache.validate compares with the question asked.
+    key: str = ""
+    label: str = ""
 
     def __post_init__(self) -> None:
         _check_layout(self.files, self.dirs, self.kind)
@@ -56,7 +68,10 @@ class ActionResult:
     def to_reapi(self) -> bytes:
         """Encode as a REAPI v2 ActionResult; metadata, modes and dirs go in `stdout_raw`."""
         payload = dict(self.metadata)
-        payload[_KEY_MODES] = {f.path: f.mode for f in self.files}
+        payload[_KEY_RECORD] = RECORD_VERSION
+        payload[_KEY_ACTION] = self.key
+        payload[_KEY_LABEL] = self.label
+        payload[_KEY_FILES] = {f.path: [f.sha256, f.size, f.mode] for f in self.files}
         payload[_KEY_DIRS] = list(self.dirs)
         payload[_KEY_KIND] = self.kind
         try:
@@ -88,11 +103,21 @@ class ActionResult:
             raise InvalidEntry(
                 f"AC entry metadata must be a JSON object. Received: {type(payload).__name__}"
             )
-        modes = payload.pop(_KEY_MODES, {})
-        dirs = payload.pop(_KEY_DIRS, [])
-        kind = payload.pop(_KEY_KIND, "directory")
-        if not isinstance(modes, dict) or not all(isinstance(m, int) for m in modes.values()):
-            raise InvalidEntry(f"AC entry {_KEY_MODES} must map paths to ints")
+        version = payload.pop(_KEY_RECORD, None)
+        if version != RECORD_VERSION:
+            raise InvalidEntry(
+                f"AC entry carries no rules_keras record of version {RECORD_VERSION}. "
+                f"Received: {_KEY_RECORD}={version!r}"
+            )
+        key = payload.pop(_KEY_ACTION, None)
+        label = payload.pop(_KEY_LABEL, None)
+        listed = payload.pop(_KEY_FILES, None)
+        dirs = payload.pop(_KEY_DIRS, None)
+        # No defaults: an entry that does not say what it is (an empty body is
+        # a valid, empty ActionResult) is refused, never taken for a directory.
+        kind = payload.pop(_KEY_KIND, None)
+        if not isinstance(key, str) or not isinstance(label, str):
+            raise InvalidEntry(f"AC entry {_KEY_ACTION} and {_KEY_LABEL} must be strings")
         if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
             raise InvalidEntry(f"AC entry {_KEY_DIRS} must be a list of paths")
         if kind not in ("directory", "file"):
@@ -102,16 +127,40 @@ class ActionResult:
         for unknown in [k for k in payload if k.startswith(_RESERVED_PREFIX)]:
             # Written by a newer version; dropping it keeps this reader usable.
             del payload[unknown]
-        files = []
-        for output in message.output_files:
-            # Entries written by other REAPI clients carry no modes: fall back to
-            # what Bazel itself materialises for the executable bit.
-            default = 0o755 if output.is_executable else 0o644
-            mode = modes.get(output.path, default)
-            if isinstance(mode, bool):
-                raise InvalidEntry(f"AC entry mode of {output.path!r} is not an int")
-            files.append(FileEntry(output.path, output.digest.hash, output.digest.size_bytes, mode))
-        return cls(tuple(files), MappingProxyType(payload), tuple(dirs), kind)
+        files = _files(listed, message.output_files)
+        return cls(tuple(files), MappingProxyType(payload), tuple(dirs), kind, key, label)
+
+
+def _files(listed: Any, outputs: tuple[reapi.OutputFile, ...]) -> list[FileEntry]:
+    """The outputs, checked against our record: the same paths, digests and sizes, no more.
+
+    The REAPI fields are what a server (or a tool rewriting entries) may
+    change; our record travels in the same message. A swapped digest, a
+    renamed path or a dropped file makes them disagree.
+    """
+    if not isinstance(listed, dict):
+        raise InvalidEntry(f"AC entry {_KEY_FILES} must map paths to [sha256, size, mode]")
+    files: list[FileEntry] = []
+    for output in outputs:
+        item = listed.get(output.path)
+        if item is None:
+            raise InvalidEntry(f"AC entry output {output.path!r} is not in its record")
+        if (not isinstance(item, list) or len(item) != 3
+                or not all(type(v) is t for v, t in zip(item, (str, int, int), strict=True))):
+            raise InvalidEntry(f"AC entry record of {output.path!r} is malformed")
+        sha256, size, mode = item
+        if (output.digest.hash, output.digest.size_bytes) != (sha256, size):
+            raise InvalidEntry(
+                f"AC entry output {output.path!r} has digest {output.digest.hash[:12]}/"
+                f"{output.digest.size_bytes}, its record {str(sha256)[:12]}/{size}"
+            )
+        if not is_sha256(sha256) or size < 0:
+            raise InvalidEntry(f"AC entry digest of {output.path!r} is not a sha256 and a size")
+        files.append(FileEntry(output.path, sha256, size, mode))
+    dropped = sorted(set(listed) - {f.path for f in files})
+    if dropped:
+        raise InvalidEntry(f"AC entry record lists {dropped}, which its outputs lack")
+    return files
 
 
 def _check_layout(files: tuple[FileEntry, ...], dirs: tuple[str, ...], kind: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal, NoReturn, Protocol
 from urllib.parse import urlsplit
 
-from rules.cache.http_pool import BLOCK_SIZE, ConnectionPool, PoolStats
+from rules.cache.http_pool import BLOCK_SIZE, ConnectionPool, DeadlineExceeded, PoolStats
 from rules.cache.remote_config import (
     CREDENTIALS_HINT,
     ENV_PASSWORD,
@@ -41,6 +41,11 @@ PROGRESS_STEP = 64 << 20
 # AC entries are small ActionResult messages read into memory; anything this
 # large is not one, and must not be allowed to exhaust memory.
 MAX_AC_BYTES = 16 << 20
+# A transfer's total deadline is remote_timeout times this, plus one second per
+# MIN_RATE bytes it moves: generous for any working link, and a bound on a
+# server that drips one byte at a time (issue 15 §3).
+DEADLINE_FACTOR = 2
+MIN_RATE = 1 << 20
 # Error bodies are drained (to keep the connection) but never shown or kept.
 _MAX_ERROR_BODY = 64 << 10
 
@@ -162,7 +167,7 @@ class RemoteCache:
     def get_ac(self, key: str) -> bytes | None:
         """The AC entry under `key`, or None on a miss (404)."""
         path = self._path("ac", key)
-        with self._exchange("GET", path) as response:
+        with self._exchange("GET", path, size=0) as response:
             if response.status == 404:
                 _drain(response)
                 return None
@@ -183,7 +188,7 @@ class RemoteCache:
         if sha256 == _EMPTY_SHA256:
             return True
         path = self._path("cas", sha256)
-        with self._exchange("HEAD", path) as response:
+        with self._exchange("HEAD", path, size=0) as response:
             _drain(response)
             if response.status == 404:
                 return False
@@ -215,7 +220,12 @@ class RemoteCache:
             _write_verified(dest, iter(()))
             return True
         url = self._url(path)
-        with self._exchange("GET", path) as response:
+        if size > self.config.max_blob_size:
+            raise RemoteCorrupt(
+                f"{url}: the entry claims a blob of {size} bytes, above remote_max_blob_size "
+                f"({self.config.max_blob_size}); refused before downloading it"
+            )
+        with self._exchange("GET", path, size=size) as response:
             if response.status == 404:
                 _drain(response)
                 return False
@@ -381,7 +391,14 @@ class RemoteCache:
     ) -> None:
         self._require_upload()
         headers = {"Content-Type": "application/octet-stream"}
-        with self._exchange("PUT", path, headers, body, on_sent) as response:
+        if isinstance(body, bytes):
+            size = len(body)
+        else:
+            try:
+                size = body.stat().st_size
+            except OSError as exc:
+                raise RemoteError(f"cannot read {body} for upload: {exc.strerror or exc}") from exc
+        with self._exchange("PUT", path, headers, body, on_sent, size=size) as response:
             _drain(response)
             if response.status not in (200, 201, 204):
                 self._fail(response, "PUT", path)
@@ -394,14 +411,18 @@ class RemoteCache:
         headers: Mapping[str, str] | None = None,
         body: bytes | Path | None = None,
         on_sent: Callable[[int], None] | None = None,
+        *,
+        size: int = 0,
     ) -> Iterator[http.client.HTTPResponse]:
-        """One request through the pool, with transport errors mapped to RemoteError."""
+        """One request moving `size` bytes through the pool, within a deadline scaled by the
+        size, with transport errors mapped to RemoteError."""
         down = self._down
         if down is not None:
             raise type(down)(f"skipped {method} {self._url(path)}; earlier in this build: {down}")
+        deadline = self.config.timeout * DEADLINE_FACTOR + size / MIN_RATE
         try:
             with self._pool.request(
-                method, path, {**self._headers, **(headers or {})}, body, on_sent
+                method, path, {**self._headers, **(headers or {})}, body, on_sent, deadline
             ) as response:
                 yield response
         except RemoteUnavailable as exc:
@@ -433,6 +454,9 @@ class RemoteCache:
                 self._down = error
 
     def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, DeadlineExceeded):
+            return (f"the transfer was {exc}, its deadline ({DEADLINE_FACTOR} x remote_timeout "
+                    "plus 1 s per MiB); the server is too slow or stalling")
         if isinstance(exc, socket.timeout | TimeoutError):
             return f"no answer within {self.config.timeout:g}s (remote_timeout)"
         if isinstance(exc, ConnectionRefusedError):

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from rules.core.settings import BY_KEY, ConfigError, resolve
+from rules.core.settings import BY_KEY, ConfigError, parse_size, resolve
 
 # Named in messages; the settings table is where they are defined.
 ENV_UPLOAD = str(BY_KEY["remote_upload"].env)
@@ -64,6 +64,8 @@ class RemoteConfig:
     """PEM client certificate for mTLS (grpcs only); needs client_key."""
     client_key: str | None = None
     """PEM private key of client_cert. The path is not secret; the file is."""
+    max_blob_size: int = 8 << 30
+    """Largest blob downloaded; an entry claiming a bigger one is refused before any transfer."""
 
     def __post_init__(self) -> None:
         split = urlsplit(self.url)
@@ -159,7 +161,8 @@ class RemoteConfig:
         grpc = f", instance_name={self.instance_name!r}" if self.is_grpc else ""
         return (
             f"RemoteConfig(url={self.url!r}, upload={self.upload!r}, headers={headers!r}, "
-            f"timeout={self.timeout!r}, parallel={self.parallel!r}{grpc})"
+            f"timeout={self.timeout!r}, parallel={self.parallel!r}, "
+            f"max_blob_size={self.max_blob_size!r}{grpc})"
         )
 
 
@@ -209,6 +212,7 @@ def remote_config_from(
         ca_file=values["remote_ca_file"] or None,
         client_cert=values["remote_client_cert"] or None,
         client_key=values["remote_client_key"] or None,
+        max_blob_size=parse_size(values["remote_max_blob_size"], "remote_max_blob_size"),
     )
 
 

@@ -1,7 +1,9 @@
 """Lookup order local cache, then remote; remote hits land in the local cache; uploads after builds.
 
 Every failure of either tier becomes one warning and a miss (or a skipped
-store): a cache can make a build faster, never make it fail.
+store): a cache can make a build faster, never make it fail. Every entry of
+either tier passes rules.cache.validate before it is used or kept; a remote
+needs only get_ac/get_blobs/put_ac/put_blobs, `healthy`, `config` and close().
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rules.cache import validate
 from rules.cache.local import LocalCache
-from rules.cache.records import ActionResult
+from rules.cache.records import ActionResult, CacheCorrupt
 from rules.cache.remote_config import RemoteConfig, RemoteError
+from rules.cache.validate import Question, Rejected
 from rules.core.errors import CacheError
+from rules.core.settings import format_size
 
 if TYPE_CHECKING:
     from rules.cache.grpc_remote import GrpcRemoteCache
@@ -28,6 +33,14 @@ class Hit:
 
     result: ActionResult
     source: str
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A cache held an entry for the key that was wrong, and it was not used (nor kept)."""
+
+    source: str
+    problem: str
 
 
 class TieredCache:
@@ -55,48 +68,79 @@ class TieredCache:
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
-    def fetch(self, key: str) -> Hit | None:
-        """The entry for `key` from the local cache, else from the remote (then kept locally)."""
+    def fetch(self, question: Question) -> Hit | Corrupt | None:
+        """The entry answering `question` from the local cache, else from the remote (then kept
+        locally). A wrong entry is never used: it costs one warning, and a local one is evicted."""
+        key, label = question.key, question.label
+        corrupt: Corrupt | None = None
         try:
             result = self.local.lookup(key)
+        except CacheCorrupt as err:
+            self._warning(f"corrupt-{key}", f"{label}: {err}; building it")
+            corrupt, result = Corrupt("local", str(err)), None
         except CacheError as err:
             self._warning("local", f"local cache lookup failed, building instead: {err}")
             result = None
         if result is not None:
-            return Hit(result, "local")
+            problem = validate.problem(result, question)
+            if problem is None:
+                return Hit(result, "local")
+            self.local.evict(key)
+            self._warning(f"corrupt-{key}", f"{label}: local cache entry {key[:12]} in "
+                          f"{self.local.root} is wrong for it: {problem}; it was removed, "
+                          "building it")
+            corrupt = Corrupt("local", problem)
         if self.remote is None or not self.remote.healthy:
-            return None
+            return corrupt
+        where = self.remote.config.url
         try:
             data = self.remote.get_ac(key)
             if data is None:
-                return None
-            entry = ActionResult.from_reapi(data)
+                return corrupt
+            entry = validate.accept(data, question)
+            limit = self.remote.config.max_blob_size
+            big = [f for f in entry.files if f.size > limit]
+            if big:
+                raise Rejected(f"it claims {big[0].path} has {big[0].size} bytes, above "
+                               f"remote_max_blob_size ({format_size(limit)})")
             report = self.remote.get_blobs(
                 [_Digest(f.sha256, f.size) for f in entry.files], self.local.cas_path
             )
             if report.missing:
-                return None  # an incomplete remote entry is a miss, as in Bazel
+                return corrupt  # an incomplete remote entry is a miss, as in Bazel
             return Hit(self.local.put_entry(key, data), "remote")
+        except Rejected as err:
+            # Never restored, and never kept: nothing of it reached ac/.
+            self._warning(f"rejected-{key}", f"{label}: remote cache {where} answered key "
+                          f"{key[:12]} with an entry that is not its artifact: {err}; not used, "
+                          "building locally")
+            return Corrupt("remote", str(err))
         except RemoteError as err:
             self._warning(type(err).__name__, f"remote cache: {err}; building locally")
         except CacheError as err:
             self._warning("remote-entry", f"remote cache entry {key[:12]} unusable: {err}")
-        return None
+        return corrupt
 
-    def restore(self, key: str, hit: Hit, dest: Path) -> bool:
-        """Materialise `hit` at the new path `dest`; False (after a warning) means rebuild."""
+    def restore(self, question: Question, hit: Hit, dest: Path) -> bool | Corrupt:
+        """Materialise `hit` at the new path `dest`; False or Corrupt (after a warning) means
+        rebuild, Corrupt when a blob turned out corrupt (and was evicted)."""
+        key = question.key
         try:
             self.local.materialize(key, hit.result, dest)
+        except CacheCorrupt as err:
+            self._warning(f"corrupt-{key}", f"{question.label}: {err}")
+            return Corrupt(hit.source, str(err))
         except CacheError as err:
             self._warning("restore", f"cache entry {key[:12]} could not be restored ({err}); "
                           "rebuilding")
             return False
         return True
 
-    def store(self, key: str, artifact: Path, metadata: Mapping[str, Any]) -> None:
-        """Put a verified build in the local cache, then upload it when this client may."""
+    def store(self, key: str, artifact: Path, metadata: Mapping[str, Any], label: str) -> None:
+        """Put a verified build of `label` in the local cache, then upload it when this client
+        may."""
         try:
-            result = self.local.store(key, artifact, metadata)
+            result = self.local.store(key, artifact, metadata, label)
         except CacheError as err:
             self._warning("store", f"could not store {key[:12]} in the local cache: {err}")
             return

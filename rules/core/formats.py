@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import Literal
+
+from rules.core.job import ExportJob, Job
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,7 @@ class ExportFormat:
     runtime: what verifies the artifact, for messages and the manifest.
     exporter: the module under rules.execution.formats that exports and checks it;
         "" means the module is named like the format.
+    required: for a directory artifact, the top-level files it always holds.
     """
 
     name: str
@@ -30,6 +34,7 @@ class ExportFormat:
     options: frozenset[str] | None
     runtime: str
     exporter: str = ""
+    required: tuple[str, ...] = ()
 
     def missing(self, backend: str) -> list[str]:
         """Optional modules this format needs on `backend` that are not installed.
@@ -77,6 +82,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
             options=frozenset(),
             runtime="TensorFlow",
             exporter="saved_model",
+            required=("saved_model.pb",),
         ),
         ExportFormat(
             name="onnx",
@@ -111,6 +117,42 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
             extra="openvino",
             options=frozenset(),
             runtime="OpenVINO Runtime",
+            required=("model.xml", "model.bin"),
         ),
     )
 }
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The shape every correct artifact of one target has, whatever its inputs.
+
+    A cache entry that lacks it cannot be this target's artifact, whatever its
+    digests say: an empty ActionResult, or a SavedModel folder without
+    saved_model.pb, is refused before anything is restored (issue 15 §1).
+    """
+
+    kind: Literal["directory", "file"]
+    # Top-level files a directory artifact must hold, each non-empty.
+    required: tuple[str, ...] = ()
+
+    def problem(self, kind: str, files: dict[str, int]) -> str | None:
+        """Why an artifact of `kind` with `files` ({path: size}) is not of this shape, or None."""
+        if kind != self.kind:
+            return f"it holds a {kind}, but this target makes a {self.kind}"
+        if not files:
+            return "it holds no files"
+        if kind == "file" and len(files) != 1:
+            return f"it holds {len(files)} files, but this target makes exactly one"
+        for name in self.required:
+            if not files.get(name):
+                return f"it has no {name}" if name not in files else f"its {name} is empty"
+        return None
+
+
+def expected(job: Job) -> Expected:
+    """What the artifact of `job` must look like: the format's layout, or one weights file."""
+    if not isinstance(job, ExportJob):
+        return Expected("file")
+    fmt = EXPORT_FORMATS[job.format]
+    return Expected("file", ()) if fmt.suffix else Expected("directory", fmt.required)

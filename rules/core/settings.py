@@ -68,9 +68,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("remote_upload", "bool", "RULES_KERAS_REMOTE_UPLOAD", False,
             "upload builds to the remote cache (CI only)"),
     Setting("remote_timeout", "seconds", "RULES_KERAS_REMOTE_TIMEOUT", 10.0,
-            "seconds to connect, and between two reads or writes"),
+            "seconds to connect, and between two reads or writes; a whole transfer gets twice "
+            "this plus 1 s per MiB"),
     Setting("remote_parallel", "count", None, 4,
             "concurrent transfers"),
+    Setting("remote_max_blob_size", "size", "RULES_KERAS_REMOTE_MAX_BLOB_SIZE", "8G",
+            "largest blob taken from the remote cache; a bigger one is refused before any "
+            "byte is written"),
     Setting("remote_headers_env", "names", None, (),
             "environment variables holding `Name: value` header lines"),
     Setting("remote_headers", "text", "RULES_KERAS_REMOTE_HEADERS", None,
