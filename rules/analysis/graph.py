@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -328,11 +329,13 @@ def _check_outputs(actions: dict[Label, Action], errors: dict[Label, str]) -> No
         claims[action.output].append((label, "the artifact"))
         claims[action.output + MANIFEST_SUFFIX].append((label, "the manifest"))
     paths = sorted(claims)
-    for i, path in enumerate(paths):
+    for path in paths:
         clash = list(claims[path])
-        for other in paths[i + 1 :]:
-            if other.startswith(path + "/"):
-                clash.extend(claims[other])
+        # Everything under path/ sorts between "path/" and "path0" ('0' follows '/'),
+        # so a bisection finds it: the pairwise scan cost a 1,000-target no-op 0.3 s.
+        start, end = bisect_left(paths, path + "/"), bisect_left(paths, path + "0")
+        for other in paths[start:end]:
+            clash.extend(claims[other])
         owners = sorted({label for label, _ in clash})
         if len(owners) < 2:
             continue

@@ -48,9 +48,14 @@ class DigestCache:
         self._dirty = False
         self._lock = threading.Lock()
 
-    def digest(self, path: Path) -> str:
-        """sha256 of `path`; raises FileNotFoundError when it is missing."""
-        st = os.stat(path)
+    def digest(self, path: Path, st: os.stat_result | None = None) -> str:
+        """sha256 of `path`; raises FileNotFoundError when it is missing.
+
+        `st` is the file's stat when the caller has just taken it (a folder
+        walk has): a no-op then costs one stat per file, not two.
+        """
+        if st is None:
+            st = os.stat(path)
         key = str(path)
         stamp = _stamp(st)
         with self._lock:

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from rules.loading.targets import Target
@@ -20,14 +21,19 @@ class PackageContext:
     root: Path
     targets: list[Target] = field(default_factory=list)
 
-    @property
+    @cached_property
     def display_path(self) -> str:
+        # Cached: every rule call asks for its call site, four times per target.
         return str(PurePosixPath(self.package) / "BUILD.py") if self.package else "BUILD.py"
+
+    @cached_property
+    def _filename(self) -> str:
+        return str(self.build_file)
 
     def call_site(self) -> str:
         """`path:line` of the innermost frame running this BUILD.py."""
         frame = sys._getframe(1)
-        target = str(self.build_file)
+        target = self._filename
         while frame is not None:
             if frame.f_code.co_filename == target:
                 return f"{self.display_path}:{frame.f_lineno}"

@@ -83,14 +83,23 @@ def intact(artifact: Path, manifest: Manifest, digests: DigestCache) -> bool:
     Digests come from the stat-keyed cache, so an untouched artifact costs one
     stat per file and one listing per folder, not a re-hash.
     """
-    if manifest.artifact_kind == "directory" and listing(artifact) != (
-        {f.path for f in manifest.files}, set(manifest.dirs)
-    ):
-        return False
-    for entry in manifest.files:
-        path = artifact if manifest.artifact_kind == "file" else artifact / entry.path
+    if manifest.artifact_kind == "file":
+        found = {entry.path: artifact for entry in manifest.files}
+        stats: dict[str, os.stat_result] = {}
+    else:
         try:
-            if os.stat(path).st_size != entry.size or digests.digest(path) != entry.sha256:
+            files, empty = walk_tree(artifact)
+        except (OSError, SpecialFile):
+            return False
+        found = {rel: path for rel, path, _ in files}
+        stats = {rel: st for rel, _, st in files}
+        if set(found) != {f.path for f in manifest.files} or set(empty) != set(manifest.dirs):
+            return False
+    for entry in manifest.files:
+        path = found[entry.path]
+        try:
+            st = stats.get(entry.path) or os.stat(path)
+            if st.st_size != entry.size or digests.digest(path, st) != entry.sha256:
                 return False
         except OSError:
             return False
