@@ -96,7 +96,8 @@ class BuildSession:
         self._toolchain: Toolchain | None = None
         policy = Policy(strict_verification=self.settings.strict_verification,
                         warn_undeclared_inputs=self.settings.undeclared_inputs == "warn")
-        self.graph: BuildGraph = analyse(root, load_workspace(root), policy)
+        self.graph: BuildGraph = analyse(
+            root, load_workspace(root, self.state / "build_code.marshal"), policy)
         self.actions: dict[Label, Action] = {a.label: a for a in self.graph.actions}
         # The cache, the workers and the Ray executor are made on first use: a
         # no-op build needs none of them, and importing them costs it 40 ms.

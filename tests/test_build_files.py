@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,38 @@ def test_non_utf8_build_file_is_a_package_error(tmp_path: Path) -> None:
     packages = load_workspace(tmp_path)
     assert packages[0].error is not None and packages[0].error.where.startswith("a/BUILD.py")
     assert packages[1].error is None
+
+
+def test_compiled_build_files_are_reused_until_the_file_changes(tmp_path: Path) -> None:
+    from rules.loading.code_cache import CodeCache
+
+    build = tmp_path / "BUILD.py"
+    build.write_text("X = 1\n")
+    os.utime(build, (1_600_000_000, 1_600_000_000))
+    store = tmp_path / "code.marshal"
+    first = CodeCache(store)
+    code = first.compile(build)
+    first.save()
+    assert str(build) in CodeCache(store)._entries  # kept for the next run
+    assert CodeCache(store).compile(build) == code
+    # An edit in place that restores size and mtime still changes the ctime.
+    build.write_text("X = 2\n")
+    os.utime(build, (1_600_000_000, 1_600_000_000))
+    namespace: dict[str, object] = {}
+    exec(CodeCache(store).compile(build), namespace)
+    assert namespace["X"] == 2
+    store.write_bytes(b"garbage")  # a damaged cache is ignored, not trusted
+    exec(CodeCache(store).compile(build), namespace)
+    assert namespace["X"] == 2
+
+
+def test_a_just_written_build_file_is_not_cached(tmp_path: Path) -> None:
+    from rules.loading.code_cache import CodeCache
+
+    build = tmp_path / "BUILD.py"
+    build.write_text("X = 1\n")
+    store = tmp_path / "code.marshal"
+    cache = CodeCache(store)
+    cache.compile(build)
+    cache.save()
+    assert not store.exists()

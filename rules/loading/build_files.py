@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from rules.core.errors import BuildFileError
+from rules.loading.code_cache import CodeCache
 from rules.loading.context import PackageContext, loading
 from rules.loading.targets import Target
 
@@ -51,13 +52,12 @@ def package_name(root: Path, build_file: Path) -> str:
     return "" if rel == "." else rel
 
 
-def load_package(root: Path, build_file: Path) -> Package:
+def load_package(root: Path, build_file: Path, code_cache: CodeCache | None = None) -> Package:
     """Execute one BUILD.py. Errors are returned, never raised, so other packages still load."""
     name = package_name(root, build_file)
     ctx = PackageContext(name, build_file, root)
     try:
-        source = build_file.read_text(encoding="utf-8")
-        code = compile(source, str(build_file), "exec", dont_inherit=True)
+        code = (code_cache or CodeCache(None)).compile(build_file)
     except SyntaxError as err:
         where = f"{ctx.display_path}:{err.lineno or 0}"
         return Package(name, build_file, (), BuildFileError(where, f"syntax error: {err.msg}"))
@@ -79,6 +79,9 @@ def load_package(root: Path, build_file: Path) -> Package:
     return Package(name, build_file, tuple(ctx.targets))
 
 
-def load_workspace(root: Path) -> tuple[Package, ...]:
-    """Load every package under `root`."""
-    return tuple(load_package(root, path) for path in find_build_files(root))
+def load_workspace(root: Path, code_cache: Path | None = None) -> tuple[Package, ...]:
+    """Load every package under `root`; `code_cache` keeps compiled BUILD.py files between runs."""
+    cache = CodeCache(code_cache)
+    packages = tuple(load_package(root, path, cache) for path in find_build_files(root))
+    cache.save()
+    return packages
