@@ -76,13 +76,13 @@ class Worker:
         self._results = os.fdopen(read_fd, "rb")
 
     def run(self, request: JobRequest) -> JobResult:
-        return self._exchange(request.to_wire())
+        return self._exchange(request.to_wire(), request.log)
 
     def ping(self) -> JobResult:
         """Answered once the worker has imported its backend."""
         return self._exchange(PING)
 
-    def _exchange(self, message: dict[str, object]) -> JobResult:
+    def _exchange(self, message: dict[str, object], log: str = "") -> JobResult:
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(encode(message))
@@ -94,10 +94,11 @@ class Worker:
             code = self.process.wait()
             if code == 0:
                 return JobResult.exited()
+            where = f"its log {log}" if log else "its output above"
             return JobResult.failure(
                 "WorkerCrashed",
                 f"the {self.backend} worker exited with code {code} while building; "
-                "see its output above (out of memory or a crash in native code?)",
+                f"see {where} (out of memory or a crash in native code?)",
             )
         return JobResult.from_wire(decode(line))
 
