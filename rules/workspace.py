@@ -32,7 +32,7 @@ class Workspace:
     def session(self) -> BuildSession:
         if self._session is None:
             try:
-                self._session = BuildSession(self.root)
+                self._session = BuildSession(self.root, verbose=_verbose())
             except ConfigError as err:
                 # doit would print its loader's traceback around our message
                 # and exit 3; the message is the whole story.
@@ -125,7 +125,7 @@ class Workspace:
             outcome = self.session.build(label, forced=_always_execute())
         except RulesError as err:
             return TaskFailed(str(err))
-        return {reporter.STATUS: outcome.status}
+        return {reporter.STATUS: outcome.status, reporter.DETAIL: outcome.detail}
 
 
 class UpToDate:
@@ -155,6 +155,24 @@ def _always_execute() -> bool:
     for arg in sys.argv[1:]:
         if arg == "--always-execute" or (arg.startswith("-") and not arg.startswith("--")
                                          and "a" in arg[1:]):
+            return True
+    return False
+
+
+def _verbose() -> bool:
+    """Whether doit was told `-v 2` / `--verbosity 2`: our tasks are at 2 already, so doit
+    cannot tell us; asked for, it shows each target's details and log."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg in ("-v", "--verbosity"):
+            value = args[i + 1] if i + 1 < len(args) else ""
+        elif arg.startswith("--verbosity="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-v") and not arg.startswith("--"):
+            value = arg[2:]
+        else:
+            continue
+        if value == "2":
             return True
     return False
 
