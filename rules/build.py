@@ -101,7 +101,8 @@ class BuildSession:
         server = ServerConfig(self.state, self.settings.server_idle_timeout,
                               lambda: self.toolchain.to_json()) if self.settings.server else None
         self.pool = WorkerPool(root, on_start=self._worker_started, server=server,
-                               on_notice=self._notice, hidden_env=self.settings.header_vars)
+                               on_notice=self._notice, hidden_env=self.settings.header_vars,
+                               log_dir=self.state / "workers")
         # executor = "ray": actions go to the cluster first (ray is imported
         # only when the first one does); None from it means "build locally".
         self.remote = (RayExecutor(root, self.state, self.settings.ray, self._notice, self._log)

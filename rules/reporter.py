@@ -97,7 +97,10 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
 
     def add_failure(self, task: Any, fail: Any) -> None:
         if not _is_target(task):
-            super().add_failure(task, fail)
+            # `export` only groups the targets, whose lines already said
+            # which failed; doit would add a block naming one of them.
+            if not (task.actions == [] and isinstance(fail, UnmetDependency)):
+                super().add_failure(task, fail)
             return
         self._counts["failed"] += 1
         self._failed = True
