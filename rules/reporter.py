@@ -34,9 +34,10 @@ def parse_summary(text: str) -> dict[str, int] | None:
 
 
 def _is_target(task: Any) -> bool:
-    # Targets are named by label (//pkg:name) or by a BUILD.py that failed to load.
+    # Targets are named by label (//pkg:name) or by a BUILD.py that failed to load;
+    # a pattern typed on the command line (//pkg/...) is a group task, with no actions.
     name: str = task.name
-    return name.startswith("//") or name.endswith("BUILD.py")
+    return bool(task.actions) and (name.startswith("//") or name.endswith("BUILD.py"))
 
 
 class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
@@ -64,13 +65,10 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         super().initialize(tasks, selected_tasks)
-        # Maintenance tasks (cache_stats, cache_gc) get no counts line.
-        self._builds_targets = any(
-            name == "export" or name.startswith("//") or name.endswith("BUILD.py")
-            for name in selected_tasks or ()
-        )
         reached = planned(tasks, selected_tasks or ())
         self._progress.total = sum(_is_target(tasks[name]) for name in reached)
+        # Maintenance tasks (cache_stats, cache_gc) get no counts line.
+        self._builds_targets = self._progress.total > 0 or "export" in (selected_tasks or ())
         if self._builds_targets:
             self._live.begin()
 

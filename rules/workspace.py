@@ -9,11 +9,12 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from rules import commands, reporter
+from rules import command_line, commands, reporter
 from rules.build import STATE_DIR, BuildSession
 from rules.core.errors import RulesError
 from rules.core.settings import ConfigError
 from rules.loading.labels import Label
+from rules.loading.patterns import PatternError
 
 
 class Workspace:
@@ -61,6 +62,36 @@ class Workspace:
         }
 
     def create_doit_tasks(self) -> Iterator[dict[str, Any]]:
+        names: list[str] = []
+        takes_rest: list[str] = []
+        for task in self._tasks():
+            names.append(task["basename"])
+            if "pos_arg" in task:
+                takes_rest.append(task["basename"])
+            yield task
+        yield from self._aliases(names, takes_rest)
+
+    def _aliases(self, tasks: list[str], takes_rest: list[str]) -> Iterator[dict[str, Any]]:
+        """A group task per pattern or relative label on the command line (rules.command_line)."""
+        import doit
+
+        labels = [a.label for a in self.session.graph.actions]
+        labels += [Label.parse(f.name) for f in self.session.graph.failures
+                   if f.name.startswith("//")]
+        cwd = Path(doit.get_initial_workdir() or Path.cwd())
+        try:
+            found = command_line.aliases(command_line.selected_words(sys.argv[1:]), set(tasks),
+                                         labels, self.root, cwd, takes_rest)
+        except PatternError as err:
+            # doit would say only "Invalid parameter"; this names the closest targets.
+            print(f"rules_keras: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        for alias in found:
+            deps = [str(label) for label in alias.labels]
+            yield {"basename": alias.word, "doc": "the targets " + ", ".join(deps),
+                   "actions": None, "task_dep": deps}
+
+    def _tasks(self) -> Iterator[dict[str, Any]]:
         session = self.session
         exports: list[str] = []
         for failure in session.graph.failures:
