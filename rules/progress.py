@@ -29,10 +29,13 @@ class Finished:
     def line(self) -> str:
         width = len(str(self.total))
         parts = [f"[{self.index:>{width}}/{self.total}]", self.how, self.label]
-        if self.detail:
-            parts.append(self.detail)
+        detail, seconds = self.detail, None
         if self.seconds is not None:
-            parts.append(f"({self.seconds:.2f} s)")
+            seconds = f"{self.seconds:.2f} s"
+            if detail.startswith("(") and detail.endswith(")"):  # "(forced, 1.20 s)"
+                detail, seconds = "", f"{detail[1:-1]}, {seconds}"
+        parts += [detail] if detail else []
+        parts += [f"({seconds})"] if seconds else []
         return " ".join(parts)
 
 

@@ -25,6 +25,9 @@ def test_a_finished_target_gets_one_line_with_its_index_and_time() -> None:
     assert up_to_date == "[  2/100] up to date //models/x:z"
     restored = progress.finish("//m:r", "restored", "from the local cache").line()
     assert restored == "[  3/100] restored //m:r from the local cache"
+    progress.start("//m:f")
+    assert progress.finish("//m:f", "built", "(forced)").line().startswith(
+        "[  4/100] built //m:f (forced, 0.")
 
 
 def test_the_summary_line_is_unchanged_and_still_parses() -> None:
