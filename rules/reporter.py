@@ -143,6 +143,7 @@ class _LiveLine:
         isatty = getattr(outstream, "isatty", None)
         self._tty = bool(isatty and isatty())
         self._shown = False
+        self._text = ""
         self._stop = threading.Event()
         # The reporter's: a target's line and the status line never interleave.
         self._lock = lock
@@ -157,9 +158,10 @@ class _LiveLine:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._out.write("\r\x1b[K" + line)
-                self._out.flush()
-                self._shown = bool(line)
+                if line != self._text or not self._shown:
+                    self._out.write("\r\x1b[K" + line)
+                    self._out.flush()
+                    self._shown, self._text = bool(line), line
 
     def clear(self) -> None:
         with self._lock:

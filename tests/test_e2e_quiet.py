@@ -115,3 +115,50 @@ def test_doit_v2_shows_the_logs_of_successful_targets(tmp_path: Path) -> None:
     quiet = doit(ws, "-a", "export", env={"RULES_KERAS_SERVER": "0"})
     assert summary(quiet) == "2 built, 0 restored, 0 up to date, 0 failed", quiet.stdout
     assert "noisy:" not in quiet.stdout + quiet.stderr
+
+
+SLOW = {
+    "lib/__init__.py": "",
+    "lib/model.py": LIB + '''
+
+def slow():
+    import time
+    time.sleep(2)
+    return noisy()
+''',
+    "ok/BUILD.py": HEADER + (
+        'keras_train(name="w", factory="lib.model:slow", train="lib.model:fit")\n'
+        'keras_model(name="m", factory="lib.model:noisy", weights=":w")\n'
+        'keras_export(name="e", model=":m")\n'
+    ),
+}
+
+
+def test_a_terminal_gets_a_live_status_line_and_ci_gets_none(tmp_path: Path) -> None:
+    import os
+    import pty
+    import sys
+
+    ws = new_workspace(tmp_path / "ws", SLOW)
+    env = {**os.environ, "RULES_KERAS_SERVER": "0",
+           "RULES_KERAS_CACHE_DIR": str(tmp_path / "cache")}
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "export"], cwd=ws, env=env,
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0, seen.decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert "\r\x1b[K[0/2] running //ok:w " in text
+    assert "[1/2] built //ok:w (" in text and "2 built, 0 restored, 0 up to date, 0 failed" in text
+    quiet = doit(ws, "-a", "export", env={"RULES_KERAS_SERVER": "0"})
+    assert "\x1b" not in quiet.stdout + quiet.stderr
