@@ -8,6 +8,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from rules.core import faults
+
 
 @contextlib.contextmanager
 def captured(log: str) -> Iterator[None]:
@@ -25,6 +27,7 @@ def captured(log: str) -> Iterator[None]:
         return
     _flush()
     saved = os.dup(1), os.dup(2)
+    previous = faults.console_fd
     try:
         target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -33,8 +36,11 @@ def captured(log: str) -> Iterator[None]:
         finally:
             os.close(target)
         _show_warnings_again()
+        # A per-build worker's own stderr is a log too; it knows the console.
+        faults.console_fd = saved[1] if previous is None else previous
         yield
     finally:
+        faults.console_fd = previous
         _flush()
         for fd, copy in zip((1, 2), saved, strict=True):
             os.dup2(copy, fd)

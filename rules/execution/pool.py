@@ -69,21 +69,26 @@ class Worker:
         self.backend = backend
         read_fd, write_fd = os.pipe()
         output = open(log, "ab") if log is not None else None  # noqa: SIM115
+        # The build's stderr, for what must reach the console from inside a
+        # job (rules.core.faults' pause announcements).
+        console = os.dup(2)
         # Results travel on a dedicated pipe so that user code printing to
         # stdout can never corrupt the protocol.
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "rules.execution.worker", str(root), str(write_fd)],
+                [sys.executable, "-m", "rules.execution.worker", str(root), str(write_fd),
+                 str(console)],
                 stdin=subprocess.PIPE,
                 stdout=output,
                 stderr=subprocess.STDOUT if output is not None else None,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, console),
                 env=env,
                 cwd=root,
             )
         finally:
             if output is not None:
                 output.close()
+            os.close(console)
         os.close(write_fd)
         self._results = os.fdopen(read_fd, "rb")
 

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from rules.core import faults
 from rules.core.backends import BACKENDS
 from rules.core.job import DeclaredInputs, ExportJob
 from rules.execution import audit
@@ -105,6 +106,8 @@ def answer(line: bytes) -> JobResult:
 def main(argv: list[str]) -> int:
     root, fd = argv[1], int(argv[2])
     results = os.fdopen(fd, "wb", buffering=0)
+    if len(argv) > 3:
+        faults.console_fd = int(argv[3])
     sys.path.insert(0, root)
     os.chdir(root)
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
