@@ -164,7 +164,7 @@ def test_stopping_the_server_mid_build_degrades_to_a_local_build(tmp_path: Path)
         seen = ""
         for line in proc.stdout:
             seen += line
-            if ": built " in line:
+            if "] built " in line:  # the first target's line
                 server.stop()
                 break
         out, err = proc.communicate(timeout=900)
