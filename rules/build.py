@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from rules import config
+from rules import config, job_logs
 from rules.analysis import action_key, reasons
 from rules.analysis.action_key import ActionKey, InputMissing
 from rules.analysis.graph import Action, BuildGraph, Policy, analyse
@@ -61,6 +61,8 @@ class Outcome:
     status: Status
     reasons: tuple[str, ...] = ()
     forced: bool = False
+    # Said after the label on the target's console line: "from the local cache".
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,10 @@ class Check:
 class BuildSession:
     """Everything one `doit` invocation knows about the workspace."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, verbose: bool = False) -> None:
         self.root = root
+        # doit -v 2: the per-target details and each job's log on the console.
+        self.verbose = verbose
         self.state = root / STATE_DIR
         self.state.mkdir(exist_ok=True)
         self.settings = config.load(root)
@@ -132,7 +136,8 @@ class BuildSession:
                     else None
                 self._pool = WorkerPool(self.root, on_start=self._worker_started, server=server,
                                         on_notice=self._notice,
-                                        hidden_env=self.settings.header_vars)
+                                        hidden_env=self.settings.header_vars,
+                                        log_dir=self.state / "workers")
             return self._pool
 
     @property
@@ -288,7 +293,8 @@ class BuildSession:
         self._log(action.label, f"restored {action.output} from the {hit.source} cache")
         for line in record.get("warnings", ()):  # what its build warned about still holds
             self._warn(str(line))
-        return Outcome(str(action.label), "restored", reasons), reasons
+        return Outcome(str(action.label), "restored", reasons,
+                       detail=f"from the {hit.source} cache"), reasons
 
     def _export(
         self, action: Action, key: ActionKey, dest: Path, staging: Path,
@@ -308,9 +314,15 @@ class BuildSession:
             raise ExportError(str(label), fmt.install_hint(action.backend))
         self._log(label, "building: " + "; ".join(reasons))
         staged = staging / dest.name
-        result = self._run(action, key, staged)
+        log = job_logs.log_path(self.state, label)
+        job_logs.begin(log, label, reasons)
+        result = self._run(action, key, staged, log)
         if not result.ok:
-            raise ExportError(str(label), result.message, result.details)
+            excerpt = job_logs.failure_excerpt(log, self.root)
+            raise ExportError(str(label), result.message,
+                              "\n".join(x for x in (result.details.rstrip(), excerpt) if x))
+        if self.verbose:
+            print(job_logs.read(log), end="", file=sys.stdout, flush=True)
         try:
             unchanged = self.key(action).digest == key.digest
         except InputMissing:
@@ -320,8 +332,8 @@ class BuildSession:
             # The artifact may mix old and new inputs: publish it so the user
             # sees the result, but keep it out of the cache, and record the old
             # key so the next run rebuilds (see Bazel #3360).
-            self._log(label, "warning: inputs changed during the build; not cached, "
-                      "will rebuild next time")
+            self._warn(f"{label}: inputs changed during the build; not cached, "
+                       "will rebuild next time")
         elif (cache := self.caches.ready()) is not None and self.caches.writable:
             metadata = {"kind": action.kind, "record": dict(result.record)}
             cache.store(key.digest, staged, metadata, str(label))
@@ -331,15 +343,15 @@ class BuildSession:
         self._log(label, f"{built} {action.output} in {seconds:.2f}s" if seconds else built)
         for line in result.warnings:  # each names the label
             self._warn(line)
-        return Outcome(str(label), "built", reasons, forced)
+        return Outcome(str(label), "built", reasons, forced, "(forced)" if forced else "")
 
-    def _run(self, action: Action, key: ActionKey, staged: Path) -> JobResult:
+    def _run(self, action: Action, key: ActionKey, staged: Path, log: Path) -> JobResult:
         """Run the job on the cluster when one is configured, else (or if it declines) here.
 
-        The record says where the artifact was built.
+        The record says where the artifact was built; what the job printed is in `log`.
         """
         declared = action_key.declared_inputs(action, key, ignored=(STATE_DIR,))
-        request = JobRequest(action.job, str(staged), declared)
+        request = JobRequest(action.job, str(staged), declared, str(log))
         if self.remote is not None:
             result = self.remote.run(request, key.inputs, action.resources)
             if result is not None:
@@ -378,6 +390,9 @@ class BuildSession:
         print(f"rules_keras: starting a {backend} worker", file=sys.stderr, flush=True)
 
     def _log(self, label: Label | str, message: str) -> None:
+        """A detail of one target's build: on the console with doit -v 2 only."""
+        if not self.verbose:
+            return
         # file=sys.stdout, not print's default: under `doit -n` another thread
         # swaps sys.stdout for each action, and CPython 3.11's print() holds
         # only a borrowed reference to it, so it could write through a freed

@@ -10,11 +10,12 @@ from typing import Any
 
 from doit.exceptions import TaskFailed
 
-from rules import reporter
+from rules import command_line, reporter
 from rules.build import STATE_DIR, BuildSession
 from rules.core.errors import RulesError
 from rules.core.settings import ConfigError
 from rules.loading.labels import Label
+from rules.loading.patterns import PatternError
 
 
 class Workspace:
@@ -33,7 +34,7 @@ class Workspace:
     def session(self) -> BuildSession:
         if self._session is None:
             try:
-                self._session = BuildSession(self.root)
+                self._session = BuildSession(self.root, verbose=_verbose())
             except ConfigError as err:
                 # doit would print its loader's traceback around our message
                 # and exit 3; the message is the whole story.
@@ -62,6 +63,36 @@ class Workspace:
         }
 
     def create_doit_tasks(self) -> Iterator[dict[str, Any]]:
+        names: list[str] = []
+        takes_rest: list[str] = []
+        for task in self._tasks():
+            names.append(task["basename"])
+            if "pos_arg" in task:
+                takes_rest.append(task["basename"])
+            yield task
+        yield from self._aliases(names, takes_rest)
+
+    def _aliases(self, tasks: list[str], takes_rest: list[str]) -> Iterator[dict[str, Any]]:
+        """A group task per pattern or relative label on the command line (rules.command_line)."""
+        import doit
+
+        labels = [a.label for a in self.session.graph.actions]
+        labels += [Label.parse(f.name) for f in self.session.graph.failures
+                   if f.name.startswith("//")]
+        cwd = Path(doit.get_initial_workdir() or Path.cwd())
+        try:
+            found = command_line.aliases(command_line.selected_words(sys.argv[1:]), set(tasks),
+                                         labels, self.root, cwd, takes_rest)
+        except PatternError as err:
+            # doit would say only "Invalid parameter"; this names the closest targets.
+            print(f"rules_keras: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        for alias in found:
+            deps = [str(label) for label in alias.labels]
+            yield {"basename": alias.word, "doc": "the targets " + ", ".join(deps),
+                   "actions": None, "task_dep": deps}
+
+    def _tasks(self) -> Iterator[dict[str, Any]]:
         session = self.session
         exports: list[str] = []
         for failure in session.graph.failures:
@@ -129,7 +160,7 @@ class Workspace:
             outcome = self.session.build(label, forced=_always_execute())
         except RulesError as err:
             return TaskFailed(str(err))
-        return {reporter.STATUS: outcome.status}
+        return {reporter.STATUS: outcome.status, reporter.DETAIL: outcome.detail}
 
 
 class UpToDate:
@@ -167,6 +198,24 @@ def _always_execute() -> bool:
     for arg in sys.argv[1:]:
         if arg == "--always-execute" or (arg.startswith("-") and not arg.startswith("--")
                                          and "a" in arg[1:]):
+            return True
+    return False
+
+
+def _verbose() -> bool:
+    """Whether doit was told `-v 2` / `--verbosity 2`: our tasks are at 2 already, so doit
+    cannot tell us; asked for, it shows each target's details and log."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg in ("-v", "--verbosity"):
+            value = args[i + 1] if i + 1 < len(args) else ""
+        elif arg.startswith("--verbosity="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-v") and not arg.startswith("--"):
+            value = arg[2:]
+        else:
+            continue
+        if value == "2":
             return True
     return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,8 @@ def other():
     return keras.Model(inp, keras.layers.Dense(3)(inp))
 '''
 DOIT_TIMEOUT = 900
+# A target's line in the build's progress (rules.progress.Finished.line).
+BUILT_LINE = re.compile(r"^\[ *\d+/\d+\] built (//\S+)", re.M)
 # Every build starts its workspace's export server; in tests they exit soon
 # when idle, and any still running are stopped when the session ends.
 TEST_SERVER_IDLE_TIMEOUT = "60"
@@ -147,13 +150,8 @@ def read_manifests(ws: Path) -> dict[str, dict[str, object]]:
 
 
 def built_labels(result: subprocess.CompletedProcess[str]) -> set[str]:
-    """Labels the build reported as built (from the `<label>: built ...` log lines)."""
-    found = set()
-    for line in result.stdout.splitlines():
-        label, sep, _ = line.strip().partition(": built")
-        if sep and label.startswith("//"):
-            found.add(label)
-    return found
+    """Labels the build reported as built (its `[n/N] built //pkg:name (...)` lines)."""
+    return set(BUILT_LINE.findall(result.stdout))
 
 
 @pytest.fixture(scope="session")

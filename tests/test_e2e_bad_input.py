@@ -111,8 +111,9 @@ EXPECTED_ERRORS = {
     "missing": "//missing:e: attribute 'model': no target 'mnsit' in package 'missing'. "
     "Did you mean 'mnist'?",
     "cycle": "dependency cycle: //cycle:a -> //cycle:b -> //cycle:a",
-    "noweights": "//noweights:e: attribute 'weights': file noweights/nope.weights.h5 does not "
-    "exist",
+    # At the keras_model's line, where `weights` is set, not the export's.
+    "noweights": "//noweights:e: //noweights:m: attribute 'weights': file "
+    "noweights/nope.weights.h5 does not exist (declared at noweights/BUILD.py:2)",
     "fmt": "//fmt:e: unknown format 'tf_savedmodel'",
     "fmt-hint": "Did you mean 'tf_saved_model'?",
     "clash": "targets //clash:one, //clash:two write the same artifact path artifacts/clash/same",

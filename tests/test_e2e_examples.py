@@ -121,7 +121,7 @@ def test_changing_one_weights_file_rebuilds_exactly_one_target_and_says_why(
     subprocess.run([sys.executable, "-c", PERTURB], cwd=ws, check=True, timeout=300)
     after = __import__("hashlib").sha256(weights.read_bytes()).hexdigest()
     assert before != after
-    result = doit(ws, "export")
+    result = doit(ws, "-v", "2", "export")  # -v 2: each target's reasons
     assert result.returncode == 0, result.stdout + result.stderr
     assert built_labels(result) == {"//models/ranker:ranker_serving"}
     assert summary(result) == "1 built, 0 restored, 11 up to date, 0 failed"
@@ -134,7 +134,7 @@ def test_editing_shared_code_rebuilds_exactly_its_dependents(
     ws = copy_workspace(built_examples, tmp_path / "ws")
     layers = ws / "models/common/layers.py"
     layers.write_text(layers.read_text() + "\n# a comment still changes the code digest\n")
-    result = doit(ws, "export")
+    result = doit(ws, "-v", "2", "export")
     assert result.returncode == 0, result.stdout + result.stderr
     tagger = {"//models/tagger:tagger_weights", "//models/tagger:tagger_serving"}
     assert built_labels(result) == tagger

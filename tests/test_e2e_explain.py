@@ -130,7 +130,7 @@ def test_info_shows_the_target_and_its_state_never_a_repr(ws: Path, built: Path)
 def test_doit_a_rebuilds_past_the_caches_and_says_so(ws: Path, built: Path) -> None:
     forced = doit(ws, "-a", "//m:o")
     assert summary(forced) == "1 built, 0 restored, 0 up to date, 0 failed", forced.stdout
-    assert "built (forced)" in forced.stdout
+    assert "] built //m:o (forced, " in forced.stdout
     assert "up to date (built by a concurrent build)" not in forced.stdout
     everything = doit(ws, "-a", "export")
     assert summary(everything) == "2 built, 0 restored, 0 up to date, 0 failed"

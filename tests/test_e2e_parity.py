@@ -175,7 +175,7 @@ def test_editing_the_npz_file_rebuilds_its_targets(
     ws: Path, run: subprocess.CompletedProcess[str]
 ) -> None:
     (ws / "lib/samples.npz").write_bytes(_npz(3, 1))
-    result = doit(ws, "--continue", "export")
+    result = doit(ws, "-v", "2", "--continue", "export")
     assert built_labels(result) == {"//lib:dense_npz", "//lib:dense_onnx"}, result.stdout
     assert "lib/samples.npz" in result.stdout
     assert _check(ws, "//lib:dense_npz")["samples"] == 3

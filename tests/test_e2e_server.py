@@ -157,7 +157,8 @@ def _start_blocked_build(ws: Path) -> tuple[subprocess.Popen[str], int]:
 def test_the_first_build_starts_a_private_server_and_rebuilds_run_warm_on_fresh_code(
     ws: Path,
 ) -> None:
-    first = _ok(doit(ws, "-n", "2", "export"))
+    # -v 2: what each job printed, from its log, on the console.
+    first = _ok(doit(ws, "-v", "2", "-n", "2", "export"))
     assert "started the tensorflow export server" in first.stderr
     assert "starting a tensorflow worker" not in first.stderr
     assert summary(first) == "2 built, 0 restored, 0 up to date, 0 failed"
@@ -181,7 +182,7 @@ def test_the_first_build_starts_a_private_server_and_rebuilds_run_warm_on_fresh_
 
     model = ws / "lib/model.py"
     model.write_text(model.read_text().replace("VERSION = 1", "VERSION = 2"))
-    second = _ok(doit(ws, "export"))
+    second = _ok(doit(ws, "-v", "2", "export"))
     assert f"using the warm tensorflow export server (pid {pid})" in second.stderr
     assert "starting a tensorflow worker" not in second.stderr
     assert built_labels(second) == {"//p1:e", "//p2:e"}
@@ -204,7 +205,7 @@ def test_an_idle_server_exits_and_removes_its_socket(ws: Path) -> None:
 def test_a_toolchain_change_restarts_the_server(ws: Path) -> None:
     _ok(doit(ws, "export"))
     old = _pid(ws)
-    changed = _ok(doit(ws, "export", env={"TF_ENABLE_ONEDNN_OPTS": "0"}))
+    changed = _ok(doit(ws, "-v", "2", "export", env={"TF_ENABLE_ONEDNN_OPTS": "0"}))
     # The variable enters the action key too: both targets rebuild, and say why.
     assert built_labels(changed) == {"//p1:e", "//p2:e"}
     assert "TF_ENABLE_ONEDNN_OPTS: None -> 0" in changed.stdout

@@ -61,7 +61,7 @@ def test_serving_tree_gets_a_new_version_only_when_the_weights_change(
     version_1 = _digests(tree / "ranker/1")
 
     subprocess.run([sys.executable, "-c", PERTURB], cwd=ws, check=True, timeout=300)
-    second = doit(ws, "export")
+    second = doit(ws, "-v", "2", "export")
     assert second.returncode == 0, second.stdout + second.stderr
     assert built_labels(second) == {"//models/ranker:ranker_serving"}
     assert "serving 'ranker' version 2" in second.stdout

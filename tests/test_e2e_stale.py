@@ -62,7 +62,7 @@ def _flip_keeping_size_and_mtime(path: Path, offset: int = -40) -> None:
 
 def test_an_input_flipped_in_place_with_its_mtime_kept_rebuilds(ws: Path) -> None:
     _flip_keeping_size_and_mtime(ws / "m/small.weights.h5")
-    result = doit(ws, "export")
+    result = doit(ws, "-v", "2", "export")
     assert summary(result) == "2 built, 0 restored, 0 up to date, 0 failed", result.stdout
     assert "m/small.weights.h5:" in result.stdout  # the reason names the changed input
 
@@ -90,7 +90,7 @@ def test_a_damaged_tf_serving_copy_is_republished_as_a_new_version(ws: Path) -> 
     version = ws / "serving/tiny/1"
     assert version.is_dir()
     _flip_keeping_size_and_mtime(version / "variables/variables.data-00000-of-00001")
-    result = doit(ws, "export")
+    result = doit(ws, "-v", "2", "export")
     assert summary(result) == "0 built, 0 restored, 2 up to date, 0 failed", result.stdout
     assert "up to date; publishing it to TF Serving" in result.stdout
     newest = ws / "serving/tiny/2/variables/variables.data-00000-of-00001"

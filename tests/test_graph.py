@@ -233,7 +233,8 @@ def test_missing_weights_and_data_files(tmp_path: Path) -> None:
         """,
     )
     found = failures(graph(tmp_path))
-    assert "attribute 'weights': file m/gone.weights.h5 does not exist" in found["//m:e1"]
+    assert "//m:nw: attribute 'weights': file m/gone.weights.h5 does not exist" in found["//m:e1"]
+    assert found["//m:e1"].endswith("(declared at m/BUILD.py:2)")  # the keras_model's line
     assert "attribute 'data': file m/gone.txt does not exist" in found["//m:t"]
     assert "(declared at m/BUILD.py:4)" in found["//m:t"]
 

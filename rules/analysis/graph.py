@@ -224,8 +224,12 @@ class _Resolver:
                 f"attribute 'jax2tf_kwargs' only applies to the 'jax' backend; "
                 f"{model.label} uses {model.backend!r}"
             )
-        data = [self.check_file(f, "data") for f in model.data]
-        weights, dep = self.weights(model.weights, model.label, "weights")
+        try:
+            data = [self.check_file(f, "data") for f in model.data]
+            weights, dep = self.weights(model.weights, model.label, "weights")
+        except _Unresolved as err:
+            # The fix is in the keras_model's call, not the export's: point there.
+            raise _Unresolved(f"{model.label}: {err}", where=model.where) from None
         samples = target.sample_inputs
         samples_file = self.check_file(samples, "sample_inputs") if isinstance(
             samples, FileRef) else None
@@ -260,7 +264,11 @@ class _Resolver:
 
 
 class _Unresolved(Exception):
-    pass
+    """A target cannot be resolved; `where` is the declaration to fix, if not the target's."""
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 def _backend(name: str) -> Backend:
@@ -286,7 +294,7 @@ def analyse(
             try:
                 actions[label] = resolver.action(target)
             except _Unresolved as err:
-                errors[label] = f"{err} (declared at {target.where})"
+                errors[label] = f"{err} (declared at {err.where or target.where})"
     for label, message in resolver.failures.items():
         if label not in resolver.targets:
             errors[label] = message

@@ -13,6 +13,10 @@ import sys
 import time
 
 ENV = "RULES_KERAS_PAUSE_AT"
+# Where the announcement goes while a job's descriptors 1 and 2 point at its
+# log (rules.execution.job_output sets it): the build's stderr, which the
+# test is reading. None: descriptor 2.
+console_fd: int | None = None
 
 
 def pause_point(name: str) -> None:
@@ -21,5 +25,7 @@ def pause_point(name: str) -> None:
         return
     point, _, seconds = wanted.partition(":")
     if point == name:
-        print(f"rules_keras: paused at {name} (pid {os.getpid()})", file=sys.stderr, flush=True)
+        sys.stderr.flush()
+        fd = 2 if console_fd is None else console_fd
+        os.write(fd, f"rules_keras: paused at {name} (pid {os.getpid()})\n".encode())
         time.sleep(float(seconds) if seconds else 3600)

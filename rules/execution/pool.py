@@ -58,31 +58,48 @@ def worker_env(backend: str, hidden: frozenset[str] = frozenset()) -> dict[str, 
 
 
 class Worker:
-    """One worker subprocess speaking JSON lines over a private pipe."""
+    """One worker subprocess speaking JSON lines over a private pipe.
 
-    def __init__(self, root: Path, backend: str, env: dict[str, str]) -> None:
+    With `log`, what the worker prints outside a job (TensorFlow's import
+    notices) is appended there; each job's own output goes to the job's log.
+    """
+
+    def __init__(self, root: Path, backend: str, env: dict[str, str],
+                 log: Path | None = None) -> None:
         self.backend = backend
         read_fd, write_fd = os.pipe()
+        output = open(log, "ab") if log is not None else None  # noqa: SIM115
+        # The build's stderr, for what must reach the console from inside a
+        # job (rules.core.faults' pause announcements).
+        console = os.dup(2)
         # Results travel on a dedicated pipe so that user code printing to
         # stdout can never corrupt the protocol.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "rules.execution.worker", str(root), str(write_fd)],
-            stdin=subprocess.PIPE,
-            pass_fds=(write_fd,),
-            env=env,
-            cwd=root,
-        )
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "rules.execution.worker", str(root), str(write_fd),
+                 str(console)],
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+                pass_fds=(write_fd, console),
+                env=env,
+                cwd=root,
+            )
+        finally:
+            if output is not None:
+                output.close()
+            os.close(console)
         os.close(write_fd)
         self._results = os.fdopen(read_fd, "rb")
 
     def run(self, request: JobRequest) -> JobResult:
-        return self._exchange(request.to_wire())
+        return self._exchange(request.to_wire(), request.log)
 
     def ping(self) -> JobResult:
         """Answered once the worker has imported its backend."""
         return self._exchange(PING)
 
-    def _exchange(self, message: dict[str, object]) -> JobResult:
+    def _exchange(self, message: dict[str, object], log: str = "") -> JobResult:
         assert self.process.stdin is not None
         try:
             self.process.stdin.write(encode(message))
@@ -94,10 +111,11 @@ class Worker:
             code = self.process.wait()
             if code == 0:
                 return JobResult.exited()
+            where = f"its log {log}" if log else "its output above"
             return JobResult.failure(
                 "WorkerCrashed",
                 f"the {self.backend} worker exited with code {code} while building; "
-                "see its output above (out of memory or a crash in native code?)",
+                f"see {where} (out of memory or a crash in native code?)",
             )
         return JobResult.from_wire(decode(line))
 
@@ -126,8 +144,11 @@ class WorkerPool:
         server: ServerConfig | None = None,
         on_notice: Callable[[str], None] | None = None,
         hidden_env: frozenset[str] = frozenset(),
+        log_dir: Path | None = None,
     ) -> None:
         self._root = root
+        self._log_dir = log_dir
+        self._logged: set[str] = set()
         self._hidden_env = hidden_env
         self._idle: dict[str, list[Worker]] = {}
         self._all: list[Worker] = []
@@ -193,7 +214,8 @@ class WorkerPool:
         try:
             if self._on_start is not None:
                 self._on_start(backend)
-            worker = Worker(self._root, backend, worker_env(backend, self._hidden_env))
+            worker = Worker(self._root, backend, worker_env(backend, self._hidden_env),
+                            self._worker_log(backend))
             with self._lock:
                 if self._closed:
                     raise RuntimeError("the build is over")
@@ -211,6 +233,22 @@ class WorkerPool:
                 else:
                     self._all.remove(worker)
 
+    def _worker_log(self, backend: str) -> Path | None:
+        """`<log_dir>/<backend>.log`, started afresh by this build's first worker."""
+        if self._log_dir is None:
+            return None
+        path = self._log_dir / f"{backend}.log"
+        with self._lock:
+            first = backend not in self._logged
+            self._logged.add(backend)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if first:
+                path.write_bytes(b"")
+        except OSError:
+            return None  # the worker's notices then reach the console, as before
+        return path
+
     def _ready_worker(self, backend: str) -> Worker | None:
         with self._lock:
             idle = self._idle.setdefault(backend, [])
@@ -227,7 +265,8 @@ class WorkerPool:
             return worker
         if self._on_start is not None:
             self._on_start(backend)
-        worker = Worker(self._root, backend, worker_env(backend, self._hidden_env))
+        worker = Worker(self._root, backend, worker_env(backend, self._hidden_env),
+                            self._worker_log(backend))
         with self._lock:
             self._all.append(worker)
         return worker

@@ -21,16 +21,20 @@ class JobRequest:
     """Run `job`, writing its artifact at `out` (a staging path the caller publishes).
 
     With `declared`, the job's reads are audited (rules.execution.audit);
-    without (the server's warm-up), they are not.
+    without (the server's warm-up), they are not. With `log` (an absolute
+    path the caller has created), everything the job prints goes there
+    (rules.execution.job_output); without, to the process's own output.
     """
 
     job: Job
     out: str
     declared: DeclaredInputs | None = None
+    log: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         declared = None if self.declared is None else self.declared.to_wire()
-        return {"op": "run", "job": self.job.to_wire(), "out": self.out, "declared": declared}
+        return {"op": "run", "job": self.job.to_wire(), "out": self.out, "declared": declared,
+                "log": self.log}
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> JobRequest:
@@ -39,6 +43,7 @@ class JobRequest:
             job_from_wire(data["job"]),
             str(data["out"]),
             None if declared is None else DeclaredInputs.from_wire(declared),
+            str(data.get("log") or ""),
         )
 
 

@@ -8,10 +8,12 @@ import sys
 import time
 from typing import Any
 
+from rules.core import faults
 from rules.core.backends import BACKENDS
 from rules.core.job import DeclaredInputs, ExportJob
 from rules.execution import audit
 from rules.execution.failures import JobFailure, user_traceback
+from rules.execution.job_output import captured
 from rules.execution.protocol import JobRequest, JobResult, decode, encode
 
 
@@ -20,8 +22,14 @@ def run_job(request: JobRequest) -> JobResult:
 
     The process's working directory is the workspace root. With declared
     inputs in the request, what the job reads is audited from the factory
-    call through export and verification.
+    call through export and verification. With a log in the request, all the
+    job prints goes there, not to the build's console.
     """
+    with captured(request.log):
+        return _run(request)
+
+
+def _run(request: JobRequest) -> JobResult:
     import keras
 
     job = request.job
@@ -98,6 +106,8 @@ def answer(line: bytes) -> JobResult:
 def main(argv: list[str]) -> int:
     root, fd = argv[1], int(argv[2])
     results = os.fdopen(fd, "wb", buffering=0)
+    if len(argv) > 3:
+        faults.console_fd = int(argv[3])
     sys.path.insert(0, root)
     os.chdir(root)
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")

@@ -29,7 +29,8 @@ def current_package(root: Path, cwd: Path) -> str | None:
 
 def is_pattern(text: str) -> bool:
     """Whether a command-line word is written as a target pattern rather than a task name."""
-    return text.startswith(("//", ":")) or text.endswith("/...") or ":" in text
+    return text.startswith(("//", ":")) or text in ("...", "all") or text.endswith("/...") \
+        or ":" in text
 
 
 def expand(patterns: Sequence[str], labels: Iterable[Label], package: str | None) -> list[Label]:

@@ -25,6 +25,7 @@ from rules.execution.formats.common import (
     input_specs,
     require,
 )
+from rules.execution.formats.diagnosis import converter_first, watching
 from rules.execution.model_loading import build_model
 from rules.execution.samples import Sampled, for_job
 from rules.execution.verify import check_call, conclude
@@ -55,15 +56,24 @@ def export(job: ExportJob, out: str, adapter: Adapter) -> dict[str, Any]:
     ep = call_endpoint(model, job)
     sampled = for_job(job, model, [ep])[ep.name]
     signature = [input_specs(tree) for tree in ep.inputs]
-    try:
-        adapter.write(model, out, signature, job)
-    except JobFailure:
-        raise
-    except Exception as err:
-        raise export_failed(job.format, err) from err
+    with watching() as converter:
+        try:
+            adapter.write(model, out, signature, job)
+        except JobFailure:
+            raise
+        except Exception as err:
+            raise export_failed(job.format, err) from err
     pause_point("export")
-    opened = adapter.open(out, ep)
-    verification, warnings = verify(job, model, ep, opened, sampled)
+    try:
+        opened = adapter.open(out, ep)
+        verification, warnings = verify(job, model, ep, opened, sampled)
+    except JobFailure as failure:
+        raise converter_first(failure, converter, job.format) from failure
+    except Exception as err:
+        # The runtime's own frames say nothing its message does not.
+        refused = JobFailure("RuntimeError", f"the {job.format} artifact could not be opened: "
+                             f"{type(err).__name__}: {first_line(err)}")
+        raise converter_first(refused, converter, job.format) from err
     record = {
         "format": job.format,
         "backend": job.backend,

@@ -131,7 +131,7 @@ class RayExecutor:
             return report
         if report is None:
             return self._local("the cluster failed")
-        result = self._accept(report, action, Path(request.out))
+        result = self._accept(report, action, Path(request.out), request.log)
         if result is not None and result.ok:
             finished = time.perf_counter()
             with self._lock:
@@ -186,7 +186,8 @@ class RayExecutor:
             with self._lock:
                 self._in_flight.discard(ref)
 
-    def _accept(self, report: NodeReport, action: RemoteAction, staged: Path) -> JobResult | None:
+    def _accept(self, report: NodeReport, action: RemoteAction, staged: Path,
+                log: str = "") -> JobResult | None:
         if report.status == "refused":
             return self._refused(report, action)
         if report.status == "lost":
@@ -194,7 +195,7 @@ class RayExecutor:
                        "building it locally")
             return self._local("the export process died")
         assert report.result is not None
-        replay(report)
+        replay(report, log)
         result = JobResult.from_wire(report.result)
         if not result.ok:
             self._count("failed")

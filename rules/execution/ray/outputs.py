@@ -38,8 +38,12 @@ def unpack(report: NodeReport, staged: Path) -> None:
                      durable=False, mode=entry.mode)
 
 
-def replay(report: NodeReport) -> None:
-    """Show what the job printed on the node, where a local job's output would go."""
+def replay(report: NodeReport, log: str = "") -> None:
+    """Put what the job printed on the node where a local job's output would go: its log."""
+    if log:
+        with open(log, "ab") as handle:
+            handle.write(report.stdout + report.stderr)
+        return
     for fd, data in ((1, report.stdout), (2, report.stderr)):
         view = memoryview(data)
         while view:
