@@ -9,7 +9,6 @@ one clear error, and its batch limit and AC update permission are kept.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,27 +18,28 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from rules.cache import reapi_rpc as rpc
-from rules.cache.grpc_blobs import BlobIO, BlobStatusError, run_parallel
+from rules.cache.grpc_blobs import BlobIO, BlobStatusError
 from rules.cache.grpc_channel import Channel, open_channel
 from rules.cache.grpc_errors import InstanceError, code_name, status_error
 from rules.cache.reapi import DecodeError, Digest
-from rules.cache.remote import (
+from rules.cache.remote_config import ENV_UPLOAD, RemoteConfig, RemoteError
+from rules.cache.transfer import (
+    EMPTY_SHA256,
     BlobDigest,
     DownloadReport,
-    ProgressCallback,
     RemoteAuthError,
     RemoteCorrupt,
     RemoteUnavailable,
     UploadReport,
+    run_parallel,
+    store_blob,
 )
-from rules.cache.remote_config import ENV_UPLOAD, RemoteConfig, RemoteError
 from rules.core.hashing import sha256_file
 
 # The action key is not the digest of a REAPI Action message, so it has no
 # true size; servers key the AC by (hash, size) (BuildGrid does), so every
 # client must send the same one. Not 0: by convention that is the empty blob.
 ACTION_DIGEST_SIZE = 1
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _T = TypeVar("_T")
 
 
@@ -140,24 +140,21 @@ class GrpcRemoteCache:
 
     def has_blob(self, sha256: str, size: int) -> bool:
         """Whether the server has the blob (FindMissingBlobs; REAPI digests need the size)."""
-        if sha256 == _EMPTY_SHA256:
+        if sha256 == EMPTY_SHA256:
             return True
         blobs = self._ready()
         with self._guard("FindMissingBlobs", read=True):
             return not blobs.find_missing([Digest(sha256, size)])
 
-    def get_blob(
-        self, sha256: str, size: int, dest: Path, progress: ProgressCallback | None = None
-    ) -> bool:
+    def get_blob(self, sha256: str, size: int, dest: Path) -> bool:
         """Download one blob to `dest`, verified; False if the server does not have it."""
-        report = self.get_blobs([Digest(sha256, size)], lambda _: dest, progress)
+        report = self.get_blobs([Digest(sha256, size)], lambda _: dest)
         return not report.missing
 
     def get_blobs(
         self,
         digests: Iterable[BlobDigest],
         dest_dir: Path | Callable[[str], Path],
-        progress: ProgressCallback | None = None,
     ) -> DownloadReport:
         """Blobs to `dest_dir/<sha256>` (or `dest_dir(sha256)`): batches, then ByteStream.
 
@@ -172,14 +169,10 @@ class GrpcRemoteCache:
             return dest_dir(sha256) if callable(dest_dir) else dest_dir / sha256
 
         fetched: list[str] = []
-        if unique.pop(_EMPTY_SHA256, None) == 0:
+        if unique.pop(EMPTY_SHA256, None) == 0:
             # Never asked for: servers need not store it, and it needs no network.
-            from rules.core.fsio import write_atomic
-
-            target = dest(_EMPTY_SHA256)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, b"")
-            fetched.append(_EMPTY_SHA256)
+            store_blob(dest(EMPTY_SHA256), (), EMPTY_SHA256, 0, "the empty blob")
+            fetched.append(EMPTY_SHA256)
         if not unique:
             return DownloadReport(tuple(fetched), (), 0)
         blobs = self._ready()
@@ -187,7 +180,7 @@ class GrpcRemoteCache:
         work: list[Callable[[], tuple[list[str], list[str], int]]] = [
             partial(blobs.read_batch, batch, dest) for batch in plan.batches
         ]
-        work += [partial(blobs.read_stream, d, dest, progress) for d in plan.streams]
+        work += [partial(blobs.read_stream, d, dest) for d in plan.streams]
         missing: list[str] = []
         total = 0
         for got, lacking, size in self._parallel("download", work, read=True):
@@ -198,12 +191,12 @@ class GrpcRemoteCache:
             self._down_bytes += total
         return DownloadReport(tuple(sorted(fetched)), tuple(sorted(missing)), total)
 
-    def put_blob(self, sha256: str, src: Path, progress: ProgressCallback | None = None) -> bool:
+    def put_blob(self, sha256: str, src: Path) -> bool:
         """Upload `src` as blob `sha256` unless the server has it; True if it was sent."""
-        return bool(self.put_blobs({sha256: src}, progress).uploaded)
+        return bool(self.put_blobs({sha256: src}).uploaded)
 
     def put_blobs(
-        self, files: Mapping[str, Path], progress: ProgressCallback | None = None
+        self, files: Mapping[str, Path]
     ) -> UploadReport:
         """Upload `{sha256: path}`: hash each file, FindMissingBlobs, then send only the missing.
 
@@ -212,7 +205,7 @@ class GrpcRemoteCache:
         """
         self._require_upload()
         digests = [_checked_digest(sha256, src) for sha256, src in files.items()]
-        digests = [d for d in digests if d.hash != _EMPTY_SHA256]
+        digests = [d for d in digests if d.hash != EMPTY_SHA256]
         if not digests:
             return UploadReport((), tuple(files), 0)
         blobs = self._ready()
@@ -223,7 +216,7 @@ class GrpcRemoteCache:
         work: list[Callable[[], int]] = [
             partial(blobs.write_batch, batch, files) for batch in plan.batches
         ]
-        work += [partial(blobs.write_stream, d, files, progress) for d in plan.streams]
+        work += [partial(blobs.write_stream, d, files) for d in plan.streams]
         total = sum(self._parallel("upload", work, read=False))
         with self._stats_lock:
             self._up_bytes += total
@@ -240,7 +233,8 @@ class GrpcRemoteCache:
             with self._guard(what, read=read):
                 return job()
 
-        return run_parallel([partial(guarded, job) for job in work], self.config.parallel)
+        return run_parallel([partial(guarded, job) for job in work], self.config.parallel,
+                            "grpc-cache")
 
     def _connected(self) -> tuple[Channel, BlobIO]:
         blobs = self._ready()
