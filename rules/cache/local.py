@@ -64,8 +64,6 @@ class CacheStats:
     cas_blobs: int
     total_bytes: int  # AC entries plus CAS blobs; in-flight tmp files are not counted
     tmp_files: int
-    oldest_mtime: float | None  # seconds since the epoch, None for an empty cache
-    newest_mtime: float | None
 
 
 @dataclass(frozen=True)
@@ -312,8 +310,6 @@ class LocalCache:
         """Count entries and bytes with one walk over the shard directories."""
         counts = {"ac": 0, "cas": 0}
         total = tmp = 0
-        oldest: int | None = None
-        newest: int | None = None
         try:
             for item in walk_cache(self.root):
                 if item.is_tmp:
@@ -321,8 +317,6 @@ class LocalCache:
                     continue
                 counts[item.area] += 1
                 total += item.size
-                oldest = item.mtime_ns if oldest is None else min(oldest, item.mtime_ns)
-                newest = item.mtime_ns if newest is None else max(newest, item.mtime_ns)
         except OSError as error:
             raise CacheError(f"cannot read cache {self.root}: {error}") from error
         return CacheStats(
@@ -330,8 +324,6 @@ class LocalCache:
             cas_blobs=counts["cas"],
             total_bytes=total,
             tmp_files=tmp,
-            oldest_mtime=None if oldest is None else oldest / 1e9,
-            newest_mtime=None if newest is None else newest / 1e9,
         )
 
     def _restore_file(self, entry: FileEntry, dest: Path, reflink: list[bool]) -> None:
