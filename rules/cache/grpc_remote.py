@@ -22,12 +22,13 @@ from rules.cache.grpc_blobs import BlobIO, BlobStatusError
 from rules.cache.grpc_channel import Channel, open_channel
 from rules.cache.grpc_errors import InstanceError, code_name, status_error
 from rules.cache.reapi import DecodeError, Digest
-from rules.cache.remote_config import ENV_UPLOAD, RemoteConfig, RemoteError
+from rules.cache.remote_config import RemoteConfig, RemoteError
 from rules.cache.transfer import (
     EMPTY_SHA256,
     BlobDigest,
     DownloadReport,
     RemoteAuthError,
+    RemoteClient,
     RemoteCorrupt,
     RemoteUnavailable,
     UploadReport,
@@ -53,7 +54,7 @@ class GrpcStats:
     bytes_up: int
 
 
-class GrpcRemoteCache:
+class GrpcRemoteCache(RemoteClient):
     """Client for one REAPI cache instance, shared by all threads of a build.
 
     Circuit breaker as in RemoteCache: the first RemoteUnavailable, or a
@@ -63,23 +64,13 @@ class GrpcRemoteCache:
     """
 
     def __init__(self, config: RemoteConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._lock = threading.Lock()  # guards the channel and capabilities
         self._stats_lock = threading.Lock()
         self._channel: Channel | None = None
         self._blobs: BlobIO | None = None
         self._update_enabled = False
-        self._down: RemoteError | None = None
         self._calls = self._down_bytes = self._up_bytes = 0
-
-    def __repr__(self) -> str:
-        return f"GrpcRemoteCache({self.config.url!r}, healthy={self.healthy})"
-
-    def __enter__(self) -> GrpcRemoteCache:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         with self._lock:
@@ -87,11 +78,6 @@ class GrpcRemoteCache:
                 self._channel.close()
                 self._channel = None
                 self._blobs = None
-
-    @property
-    def healthy(self) -> bool:
-        """False once the server was unavailable or refused a read; later calls fail fast."""
-        return self._down is None
 
     def stats(self) -> GrpcStats:
         streams = 0 if self._blobs is None else self._blobs.streams
@@ -311,16 +297,9 @@ class GrpcRemoteCache:
         trips = isinstance(error, RemoteUnavailable | InstanceError) or (
             read and isinstance(error, RemoteAuthError)
         )
-        if trips and self._down is None:
-            self._down = error
+        if trips:
+            self._trip(error)
         raise error
-
-    def _require_upload(self) -> None:
-        if not self.config.upload:
-            raise RemoteError(
-                f"upload to {self.config.url} is disabled (read-only client); "
-                f"set remote_upload = true or {ENV_UPLOAD}=1 on CI to write to the cache"
-            )
 
 
 def _action(key: str) -> Digest:

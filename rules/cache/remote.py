@@ -18,12 +18,13 @@ from typing import IO, TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 from rules.cache.http_errors import status_error
-from rules.cache.remote_config import ENV_UPLOAD, RemoteConfig, RemoteError, has_header
+from rules.cache.remote_config import RemoteConfig, RemoteError, has_header
 from rules.cache.transfer import (
     EMPTY_SHA256,
     BlobDigest,
     DownloadReport,
     RemoteAuthError,
+    RemoteClient,
     RemoteCorrupt,
     RemoteUnavailable,
     UploadReport,
@@ -52,7 +53,7 @@ _BLOCK_SIZE = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class RemoteCache:
+class RemoteCache(RemoteClient):
     """Client for one remote cache, shared by all threads of a build.
 
     Circuit breaker: the first `RemoteUnavailable` (refused, timed out, 5xx),
@@ -64,7 +65,7 @@ class RemoteCache:
     """
 
     def __init__(self, config: RemoteConfig) -> None:
-        self.config = config
+        super().__init__(config)
         split = urlsplit(config.url)
         assert split.hostname is not None  # RemoteConfig validated it
         self._split = split
@@ -77,26 +78,10 @@ class RemoteCache:
             **config.headers,
         }
         self._sends_credentials = has_header(config.headers, "Authorization")
-        self._down: RemoteUnavailable | RemoteAuthError | None = None
-        self._down_lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"RemoteCache({self.config.url!r}, healthy={self.healthy})"
-
-    def __enter__(self) -> RemoteCache:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._transport_ is not None:
             self._transport_.close()
-
-    @property
-    def healthy(self) -> bool:
-        """False once the server was unavailable or refused a read; later calls fail fast."""
-        return self._down is None
 
     # -- action cache ---------------------------------------------------
 
@@ -284,15 +269,6 @@ class RemoteCache:
     def _url(self, path: str) -> str:
         return f"{self._split.scheme}://{self._split.netloc}{path}"
 
-    def _require_upload(self) -> None:
-        # The one guard every PUT passes: a read-only client must not even try,
-        # since a shared cache must only ever be written by trusted CI.
-        if not self.config.upload:
-            raise RemoteError(
-                f"upload to {self.config.url} is disabled (read-only client); "
-                f"set remote_upload = true or {ENV_UPLOAD}=1 on CI to write to the cache"
-            )
-
     def _put(self, path: str, body: bytes | IO[bytes], size: int) -> None:
         self._require_upload()
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
@@ -366,11 +342,6 @@ class RemoteCache:
             error = RemoteUnavailable(f"remote cache {method} {self._url(path)} failed: {what}")
             self._trip(error)
             raise error from exc
-
-    def _trip(self, error: RemoteUnavailable | RemoteAuthError) -> None:
-        with self._down_lock:
-            if self._down is None:
-                self._down = error
 
     def _fail(self, response: BaseHTTPResponse, method: str, path: str) -> NoReturn:
         response.read(_MAX_ERROR_BODY)  # so that the connection serves the next request

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 
-from rules.cache.remote_config import RemoteError
+from rules.cache.remote_config import ENV_UPLOAD, RemoteConfig, RemoteError
 from rules.core.fsio import DigestMismatch, verified, write_atomic
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -54,6 +55,50 @@ class UploadReport:
     uploaded: tuple[str, ...]
     present: tuple[str, ...]
     bytes: int
+
+
+class RemoteClient:
+    """What both remote clients share: the config, the circuit breaker, the read-only guard.
+
+    The breaker holds the error that made the server no use to this build;
+    once set, every call raises its type at once, without touching the network.
+    """
+
+    def __init__(self, config: RemoteConfig) -> None:
+        self.config = config
+        self._down: RemoteError | None = None
+        self._down_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config.url!r}, healthy={self.healthy})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release connections; the client may not be used afterwards."""
+
+    @property
+    def healthy(self) -> bool:
+        """False once the server was unavailable or refused a read; later calls fail fast."""
+        return self._down is None
+
+    def _trip(self, error: RemoteError) -> None:
+        with self._down_lock:
+            if self._down is None:
+                self._down = error
+
+    def _require_upload(self) -> None:
+        # The one guard every upload passes: a read-only client must not even
+        # try, since a shared cache must only ever be written by trusted CI.
+        if not self.config.upload:
+            raise RemoteError(
+                f"upload to {self.config.url} is disabled (read-only client); "
+                f"set remote_upload = true or {ENV_UPLOAD}=1 on CI to write to the cache"
+            )
 
 
 def store_blob(dest: Path, chunks: Iterable[bytes], sha256: str, size: int, what: str) -> None:
