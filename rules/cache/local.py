@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,36 +23,9 @@ from rules.core.fsio import (
     verified,
     write_atomic,
 )
+from rules.core.fsio import reflink as fsio_reflink
 
 BLOB_MODE = 0o444
-
-# ioctl errors that mean "this filesystem pair cannot clone", as opposed to a
-# real I/O failure: ext4/tmpfs say EOPNOTSUPP or ENOTTY, crossing devices EXDEV.
-_NO_REFLINK = frozenset(
-    {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM}
-)
-
-if sys.platform == "linux":
-    import fcntl
-
-    # Python only names FICLONE from 3.12 on; the value is fixed by the kernel ABI.
-    _FICLONE: int = getattr(fcntl, "FICLONE", 0x40049409)
-
-    def _reflink(dst_fd: int, src_fd: int) -> bool:
-        """Clone src into dst (copy-on-write); False if this filesystem cannot."""
-        try:
-            fcntl.ioctl(dst_fd, _FICLONE, src_fd)
-        except OSError as error:
-            if error.errno not in _NO_REFLINK:
-                raise
-            return False
-        return True
-
-else:
-
-    def _reflink(dst_fd: int, src_fd: int) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class CacheStats:
@@ -336,7 +307,7 @@ class LocalCache:
                     f"blob {entry.sha256} of {entry.path} vanished (concurrent gc)"
                 ) from None
             out = stack.enter_context(open(dest, "xb"))
-            cloned = reflink[0] and _reflink(out.fileno(), source.fileno())
+            cloned = reflink[0] and fsio_reflink(out.fileno(), source.fileno())
             # The rest of this tree goes to the same filesystem: stop asking.
             reflink[0] = cloned
             # Hash the blob even after a clone: the clone shares its extents, and
