@@ -22,9 +22,13 @@ from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
-# Socket reads and file sends move this much at a time; large enough that a
-# 1 GiB blob is ~1000 system calls, small enough to never matter for memory.
-BLOCK_SIZE = 1 << 20
+from rules.core.fsio import CHUNK
+
+# A transfer's total deadline is remote_timeout times this, plus one second per
+# MIN_RATE bytes it moves: generous for any working link, and a bound on a
+# server that drips one byte at a time (issue 15 §3).
+DEADLINE_FACTOR = 2
+MIN_RATE = 1 << 20
 
 
 class DeadlineExceeded(Exception):
@@ -112,13 +116,15 @@ class Transport:
 
     def __init__(self, scheme: str, host: str, port: int | None, *, timeout: float,
                  max_idle: int) -> None:
+        self._timeout = timeout
         options: dict[str, Any] = {
             "timeout": urllib3.Timeout(connect=timeout, read=timeout),
             "maxsize": max_idle,
             "block": False,
             "retries": _RetryStale(total=1, connect=0, read=1, redirect=0, status=0, other=0,
                                    raise_on_redirect=False, raise_on_status=False),
-            "blocksize": BLOCK_SIZE,
+            # File bodies go out in fsio.CHUNK pieces, not urllib3's 16 KiB.
+            "blocksize": CHUNK,
         }
         self._pool: urllib3.HTTPConnectionPool
         if scheme == "https":
@@ -133,16 +139,17 @@ class Transport:
 
     @contextmanager
     def request(self, method: str, path: str, headers: Mapping[str, str],
-                body: bytes | IO[bytes] | None, deadline: float) -> Iterator[BaseHTTPResponse]:
-        """Send one request and yield its response, whose body is not read yet.
+                body: bytes | IO[bytes] | None, size: int) -> Iterator[BaseHTTPResponse]:
+        """Send one request moving `size` bytes and yield its response, body unread.
 
-        `deadline` bounds the whole exchange, body included, in seconds:
+        A deadline bounds the whole exchange, body included:
         urllib3's timeouts bound each socket read only, so a server dripping a
         byte at a time would hold a build forever (issue 15 §3). Past the
         deadline a timer shuts the socket down, which wakes any blocked read,
         and whatever error that caused is raised as DeadlineExceeded.
         A body left unread closes the connection rather than desync the next request.
         """
+        deadline = self._timeout * DEADLINE_FACTOR + size / MIN_RATE
         exchange = _Exchange()
         timer = threading.Timer(deadline, _expire, (exchange,))
         timer.daemon = True
@@ -191,7 +198,8 @@ def describe_failure(exc: BaseException, timeout: float) -> tuple[bool, str] | N
     the server, is suspect.
     """
     if isinstance(exc, DeadlineExceeded):
-        return False, f"the transfer was {exc}"
+        return False, (f"the transfer was {exc}, its deadline ({DEADLINE_FACTOR} x "
+                       "remote_timeout plus 1 s per MiB); the server is too slow or stalling")
     if not isinstance(exc, urllib3.exceptions.HTTPError | OSError | http.client.HTTPException):
         return None
     chain = _causes(exc)

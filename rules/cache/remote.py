@@ -31,6 +31,7 @@ from rules.cache.transfer import (
     run_parallel,
     store_blob,
 )
+from rules.core.fsio import CHUNK
 from rules.core.hashing import sha256_file
 
 if TYPE_CHECKING:
@@ -41,14 +42,8 @@ if TYPE_CHECKING:
 # AC entries are small ActionResult messages read into memory; anything this
 # large is not one, and must not be allowed to exhaust memory.
 MAX_AC_BYTES = 16 << 20
-# A transfer's total deadline is remote_timeout times this, plus one second per
-# MIN_RATE bytes it moves: generous for any working link, and a bound on a
-# server that drips one byte at a time (issue 15 §3).
-DEADLINE_FACTOR = 2
-MIN_RATE = 1 << 20
 # Error bodies are drained (to keep the connection) but never shown or kept.
 _MAX_ERROR_BODY = 64 << 10
-_BLOCK_SIZE = 1 << 20
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -159,7 +154,7 @@ class RemoteCache(RemoteClient):
             def chunks() -> Iterator[bytes]:
                 nonlocal received
                 try:
-                    while chunk := response.read(_BLOCK_SIZE):
+                    while chunk := response.read(CHUNK):
                         received += len(chunk)
                         yield chunk
                 except Exception as exc:
@@ -302,16 +297,15 @@ class RemoteCache(RemoteClient):
         *,
         size: int = 0,
     ) -> Iterator[BaseHTTPResponse]:
-        """One request moving `size` bytes, within a deadline scaled by the size, with
+        """One request moving `size` bytes (its deadline grows with it), with
         transport errors mapped to RemoteError. Unread bodies of up to 64 KiB are
         drained afterwards, so that the connection serves the next request."""
         down = self._down
         if down is not None:
             raise type(down)(f"skipped {method} {self._url(path)}; earlier in this build: {down}")
-        deadline = self.config.timeout * DEADLINE_FACTOR + size / MIN_RATE
         try:
             with self._transport().request(
-                method, path, {**self._headers, **(headers or {})}, body, deadline
+                method, path, {**self._headers, **(headers or {})}, body, size
             ) as response:
                 yield response
                 response.read(_MAX_ERROR_BODY)
@@ -336,9 +330,6 @@ class RemoteCache(RemoteClient):
             truncated, what = failure
             if truncated:
                 raise RemoteCorrupt(f"{method} {self._url(path)}: {what}") from exc
-            if what.startswith("the transfer was"):
-                what += (f", its deadline ({DEADLINE_FACTOR} x remote_timeout plus 1 s per "
-                         "MiB); the server is too slow or stalling")
             error = RemoteUnavailable(f"remote cache {method} {self._url(path)} failed: {what}")
             self._trip(error)
             raise error from exc
