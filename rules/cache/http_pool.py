@@ -7,6 +7,7 @@ needed to decide what to build.
 from __future__ import annotations
 
 import http.client
+import queue
 import socket
 import ssl
 import threading
@@ -81,12 +82,29 @@ class _HTTPSConnection(HTTPSConnection):
         super().request(*args, **kwargs)
 
 
+class _Idle(queue.LifoQueue[Any]):
+    """A pool's idle connections: one put back here is no longer any request's to cut.
+
+    urllib3 hands a connection back inside the read that ends its body, before
+    the request's own cleanup runs; the claim must end first, or the timer
+    could still cut the socket after another thread borrowed it.
+    """
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None:
+            with _CLAIMS:
+                _OWNERS.pop(id(item), None)
+        super().put(item, block, timeout)
+
+
 class _HTTPPool(urllib3.HTTPConnectionPool):
     ConnectionCls = _HTTPConnection
+    QueueCls = _Idle
 
 
 class _HTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
+    QueueCls = _Idle
 
 
 class _RetryStale(Retry):
