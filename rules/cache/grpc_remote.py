@@ -46,12 +46,15 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class GrpcStats:
-    """Counters since the client was created: RPCs, ByteStream transfers, blob bytes moved."""
+    """Counters since the client was created: RPCs and ByteStream transfers.
+
+    Only tests read them, and keep them for a reason: BuildGrid's logs cannot
+    show that a breaker-tripped call never reached the network, nor which
+    blobs went by ByteStream rather than in a batch.
+    """
 
     calls: int
     streams: int
-    bytes_down: int
-    bytes_up: int
 
 
 class GrpcRemoteCache(RemoteClient):
@@ -70,7 +73,7 @@ class GrpcRemoteCache(RemoteClient):
         self._channel: Channel | None = None
         self._blobs: BlobIO | None = None
         self._update_enabled = False
-        self._calls = self._down_bytes = self._up_bytes = 0
+        self._calls = 0
 
     def close(self) -> None:
         with self._lock:
@@ -81,7 +84,7 @@ class GrpcRemoteCache(RemoteClient):
 
     def stats(self) -> GrpcStats:
         streams = 0 if self._blobs is None else self._blobs.streams
-        return GrpcStats(self._calls, streams, self._down_bytes, self._up_bytes)
+        return GrpcStats(self._calls, streams)
 
     @property
     def batch_limit(self) -> int:
@@ -173,8 +176,6 @@ class GrpcRemoteCache(RemoteClient):
             fetched += got
             missing += lacking
             total += size
-        with self._stats_lock:
-            self._down_bytes += total
         return DownloadReport(tuple(sorted(fetched)), tuple(sorted(missing)), total)
 
     def put_blob(self, sha256: str, src: Path) -> bool:
@@ -204,8 +205,6 @@ class GrpcRemoteCache(RemoteClient):
         ]
         work += [partial(blobs.write_stream, d, files) for d in plan.streams]
         total = sum(self._parallel("upload", work, read=False))
-        with self._stats_lock:
-            self._up_bytes += total
         uploaded = sorted(missing & set(files))
         present = sorted(set(files) - missing)
         return UploadReport(tuple(uploaded), tuple(present), total)
