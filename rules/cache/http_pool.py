@@ -52,6 +52,9 @@ class _Exchange:
 # Guards every claim and cut: a connection handed back to the pool may be
 # claimed by another thread's request, which the old timer must then leave alone.
 _CLAIMS = threading.Lock()
+# id(connection) -> the exchange that sent the connection's latest request.
+_OWNERS: dict[int, _Exchange] = {}
+# The exchange whose request this thread is sending, for _claim.
 _local = threading.local()
 
 
@@ -64,10 +67,6 @@ def _claim(conn: HTTPConnection) -> None:
             raise DeadlineExceeded("cut at its deadline before a retry")
         exchange.conn = conn
         _OWNERS[id(conn)] = exchange
-
-
-# id(connection) -> the exchange that sent the connection's latest request.
-_OWNERS: dict[int, _Exchange] = {}
 
 
 class _HTTPConnection(HTTPConnection):
