@@ -15,14 +15,7 @@ from pathlib import Path
 import pytest
 from servers import PASSWORD, USER, NginxServer, running_nginx
 
-from rules.cache.remote import (
-    PROGRESS_STEP,
-    RemoteAuthError,
-    RemoteCache,
-    RemoteCorrupt,
-    RemoteUnavailable,
-    TransferProgress,
-)
+from rules.cache.remote import RemoteAuthError, RemoteCache, RemoteCorrupt, RemoteUnavailable
 from rules.cache.remote_config import (
     RemoteConfig,
     RemoteConfigError,
@@ -261,13 +254,13 @@ def test_stopped_server_fails_fast_then_breaker_stays_open(nginx: NginxServer) -
             cache.get_ac(_sha(b"a"))
         assert time.monotonic() - started < 2.0
         assert not cache.healthy
-        opened = cache.stats().connections_opened
+        logged = len(nginx.access_log_lines())
         nginx.start()
         started = time.monotonic()
         with pytest.raises(RemoteUnavailable, match=r"earlier in this build: .*refused"):
             cache.get_ac(_sha(b"a"))
         assert time.monotonic() - started < 0.05
-        assert cache.stats().connections_opened == opened, "fail-fast must not touch the network"
+        assert len(nginx.access_log_lines()) == logged, "fail-fast must not touch the network"
 
 
 def test_read_timeout_is_bounded(tmp_path: Path) -> None:
@@ -295,7 +288,9 @@ def test_restarted_server_is_retried_on_a_fresh_connection(nginx: NginxServer) -
         nginx.start()
         assert cache.get_ac(_sha(b"a")) == b"x"
         assert cache.healthy
-        assert cache.stats().stale_retries == 1
+    # The kept-alive connection died with the old nginx: a fresh one served the GET.
+    last = nginx.access_log(2)[-1]
+    assert (last.method, last.status, last.connection_requests) == ("GET", 200, 1)
 
 
 # -- parallel transfers and large blobs -------------------------------------------
@@ -314,20 +309,17 @@ def test_parallel_transfers_reuse_connections(nginx: NginxServer, tmp_path: Path
             assert hashlib.sha256((out / sha).read_bytes()).hexdigest() == sha
         again = cache.put_blobs(blobs)
         assert again.uploaded == () and len(again.present) == 200
-        stats = cache.stats()
     log = nginx.access_log(200 * 2 + 201 + 200)
     assert len(log) == 200 * 2 + 201 + 200
     connections = {entry.connection for entry in log}
     # 801 requests over at most one connection per worker thread (plus the
     # caller's), instead of one each.
     assert len(connections) <= 5, connections
-    assert stats.connections_opened == len(connections)
     assert max(entry.connection_requests for entry in log) > 100
-    assert stats.reused == len(log) - len(connections)
 
 
 def test_large_blob_streams_in_bounded_memory(nginx: NginxServer, tmp_path: Path) -> None:
-    size = PROGRESS_STEP + (16 << 20)
+    size = 80 << 20
     src = tmp_path / "big"
     digest = hashlib.sha256()
     with open(src, "wb") as handle:
@@ -337,23 +329,16 @@ def test_large_blob_streams_in_bounded_memory(nginx: NginxServer, tmp_path: Path
             digest.update(piece)
             handle.write(piece)
     sha = digest.hexdigest()
-    seen: list[TransferProgress] = []
     with _writer(nginx) as cache:
         tracemalloc.start()
         try:
-            assert cache.put_blob(sha, src, progress=seen.append)
-            cache.get_blob(sha, size, tmp_path / "copy", progress=seen.append)
+            assert cache.put_blob(sha, src)
+            cache.get_blob(sha, size, tmp_path / "copy")
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
     assert peak < 8 << 20, f"peak Python allocations {peak} bytes for a {size}-byte blob"
     assert (tmp_path / "copy").stat().st_size == size
-    assert [(p.direction, p.done_bytes) for p in seen] == [
-        ("upload", PROGRESS_STEP),
-        ("upload", size),
-        ("download", PROGRESS_STEP),
-        ("download", size),
-    ]
 
 
 # -- configuration ----------------------------------------------------------------
@@ -433,4 +418,5 @@ def test_keys_are_validated_before_any_request() -> None:
     with RemoteCache(RemoteConfig("http://127.0.0.1:9")) as cache:
         with pytest.raises(ValueError, match="64 lowercase hex"):
             cache.get_ac("../../etc/passwd")
-        assert cache.stats().requests == 0
+        # Port 9 has no server: a request would have failed and tripped the breaker.
+        assert cache.healthy

@@ -97,3 +97,34 @@ def test_analysis_and_uptodate_checks_import_no_backend(workspace: Path) -> None
     assert "models/common/layers.py" in report["closures"]["//models/tagger:tagger_serving"]
     assert (workspace / ".rules_keras").is_dir()
     assert not (REPO / "models" / ".rules_keras").exists()
+
+
+LAZY_HTTP = textwrap.dedent(
+    """\
+    import sys
+
+    import rules.cache.tiers
+    from rules.cache.remote import RemoteCache, RemoteUnavailable
+    from rules.cache.remote_config import RemoteConfig
+
+    def loaded():
+        return sorted(m for m in ("urllib3", "http.client", "ssl") if m in sys.modules)
+
+    cache = RemoteCache(RemoteConfig("http://127.0.0.1:9", timeout=2))
+    before = loaded()
+    try:
+        cache.get_ac("0" * 64)
+    except RemoteUnavailable:
+        pass
+    print(before, loaded())
+    """
+)
+
+
+def test_http_remote_imports_urllib3_on_its_first_request_only() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LAZY_HTTP], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("]")[0] == "[", f"imported before any request: {result.stdout}"
+    assert "urllib3" in result.stdout.split("]")[1]

@@ -14,18 +14,17 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeVar
+from typing import BinaryIO
 
 from rules.cache import reapi_rpc as rpc
 from rules.cache.grpc_channel import Channel
 from rules.cache.reapi import Digest
-from rules.cache.remote import PROGRESS_STEP, ProgressCallback, RemoteCorrupt, TransferProgress
 from rules.cache.remote_config import RemoteError
-from rules.core.fsio import CHUNK, DigestMismatch, verified, write_atomic
+from rules.cache.transfer import store_blob
+from rules.core.fsio import CHUNK
 
 # REAPI's default when a server states no limit: gRPC's own 4 MiB message cap.
 DEFAULT_BATCH_BYTES = 4 << 20
@@ -38,7 +37,6 @@ _FIND_MISSING_CHUNK = 4096
 # 1 GiB transfer, yet a stalled one must still end.
 _SLOWEST_BYTES_PER_S = 1 << 20
 NOT_FOUND = 5
-_T = TypeVar("_T")
 
 
 class BlobStatusError(Exception):
@@ -128,7 +126,8 @@ class BlobIO:
             elif response.status.code:
                 raise BlobStatusError(response.status.code, response.status.message, sha256)
             else:
-                _store(dest(sha256), [response.data], sha256, wanted[sha256])
+                store_blob(dest(sha256), [response.data], sha256, wanted[sha256],
+                           f"blob {sha256[:12]}")
                 fetched.append(sha256)
                 total += wanted[sha256]
         answered = set(fetched) | set(missing)
@@ -136,7 +135,7 @@ class BlobIO:
         return fetched, missing, total
 
     def read_stream(
-        self, digest: Digest, dest: Callable[[str], Path], progress: ProgressCallback | None
+        self, digest: Digest, dest: Callable[[str], Path]
     ) -> tuple[list[str], list[str], int]:
         """ByteStream.Read one blob to `dest(sha256)`; (fetched, missing, bytes) as read_batch."""
         import grpc
@@ -153,14 +152,14 @@ class BlobIO:
                 yield rpc.decode_read_response(message)
 
         try:
-            _store(dest(digest.hash), chunks(), digest.hash, digest.size_bytes)
+            store_blob(dest(digest.hash), chunks(), digest.hash, digest.size_bytes,
+                       f"blob {digest.hash[:12]}")
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return [], [digest.hash], 0
             raise
         finally:
             responses.cancel()
-        _done("download", digest, progress)
         return [digest.hash], [], digest.size_bytes
 
     def write_batch(self, batch: Sequence[Digest], files: Mapping[str, Path]) -> int:
@@ -180,7 +179,7 @@ class BlobIO:
         return size
 
     def write_stream(
-        self, digest: Digest, files: Mapping[str, Path], progress: ProgressCallback | None
+        self, digest: Digest, files: Mapping[str, Path]
     ) -> int:
         """ByteStream.Write `src` (hashed by the caller) in CHUNK pieces.
 
@@ -217,7 +216,6 @@ class BlobIO:
                 f"ByteStream upload of {digest.hash[:12]} committed {committed} of "
                 f"{digest.size_bytes} bytes"
             )
-        _done("upload", digest, progress)
         return digest.size_bytes
 
     def _count_stream(self) -> None:
@@ -233,45 +231,6 @@ class BlobIO:
 
     def _deadline(self, size: int) -> float:
         return self._timeout + size / _SLOWEST_BYTES_PER_S
-
-
-def _done(direction: Literal["download", "upload"], digest: Digest,
-          progress: ProgressCallback | None) -> None:
-    # Only large blobs report progress, as in the HTTP client; once, when done.
-    if progress is not None and digest.size_bytes > PROGRESS_STEP:
-        progress(TransferProgress(direction, digest.hash, digest.size_bytes, digest.size_bytes))
-
-
-def run_parallel(work: Sequence[Callable[[], _T]], workers: int) -> list[_T]:
-    """Results of `work`, up to `workers` at a time; the first error stops the jobs not started."""
-    if workers == 1 or len(work) <= 1:
-        return [job() for job in work]
-    with ThreadPoolExecutor(
-        max_workers=min(workers, len(work)), thread_name_prefix="grpc-cache"
-    ) as executor:
-        futures: list[Future[_T]] = [executor.submit(job) for job in work]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-    # Raise the error that stopped the rest, not a later fail-fast "skipped" one.
-    for future in [*done, *futures]:
-        if not future.cancelled() and (error := future.exception()) is not None:
-            raise error
-    return [future.result() for future in futures]
-
-
-def _store(dest: Path, chunks: Iterator[bytes] | list[bytes], sha256: str, size: int) -> None:
-    """Write `chunks` to `dest` only if they are exactly `size` bytes hashing to `sha256`."""
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # The data is fsynced before the rename, as the HTTP client does; the
-        # folder is not: a rename lost in a crash only turns into a miss.
-        write_atomic(dest, verified(chunks, sha256, size, f"blob {sha256[:12]}"), sync_dir=False)
-    except DigestMismatch as err:
-        raise RemoteCorrupt(f"{err}; the entry on the server is corrupt") from None
-    except OSError as err:
-        # A full local disk must not trip the remote's breaker: a plain RemoteError.
-        raise RemoteError(f"cannot write {dest}: {err.strerror or err}") from err
 
 
 def _read_checked(src: Path, digest: Digest) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from rules.cache.remote import RemoteAuthError, RemoteUnavailable
 from rules.cache.remote_config import ENV_HEADERS, RemoteConfig, RemoteError
+from rules.cache.transfer import RemoteAuthError, RemoteUnavailable
 
 # Codes after which the server is no use to this build (the breaker trips).
 _UNAVAILABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",

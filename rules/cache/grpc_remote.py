@@ -9,7 +9,6 @@ one clear error, and its batch limit and AC update permission are kept.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,41 +18,46 @@ from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from rules.cache import reapi_rpc as rpc
-from rules.cache.grpc_blobs import BlobIO, BlobStatusError, run_parallel
+from rules.cache.grpc_blobs import BlobIO, BlobStatusError
 from rules.cache.grpc_channel import Channel, open_channel
 from rules.cache.grpc_errors import InstanceError, code_name, status_error
 from rules.cache.reapi import DecodeError, Digest
-from rules.cache.remote import (
+from rules.cache.remote_config import RemoteConfig, RemoteError
+from rules.cache.transfer import (
+    EMPTY_SHA256,
     BlobDigest,
     DownloadReport,
-    ProgressCallback,
     RemoteAuthError,
+    RemoteClient,
     RemoteCorrupt,
     RemoteUnavailable,
     UploadReport,
+    run_parallel,
+    store_blob,
 )
-from rules.cache.remote_config import ENV_UPLOAD, RemoteConfig, RemoteError
 from rules.core.hashing import sha256_file
 
 # The action key is not the digest of a REAPI Action message, so it has no
 # true size; servers key the AC by (hash, size) (BuildGrid does), so every
 # client must send the same one. Not 0: by convention that is the empty blob.
 ACTION_DIGEST_SIZE = 1
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class GrpcStats:
-    """Counters since the client was created: RPCs, ByteStream transfers, blob bytes moved."""
+    """Counters since the client was created: RPCs and ByteStream transfers.
+
+    Only tests read them, and keep them for a reason: BuildGrid's logs cannot
+    show that a breaker-tripped call never reached the network, nor which
+    blobs went by ByteStream rather than in a batch.
+    """
 
     calls: int
     streams: int
-    bytes_down: int
-    bytes_up: int
 
 
-class GrpcRemoteCache:
+class GrpcRemoteCache(RemoteClient):
     """Client for one REAPI cache instance, shared by all threads of a build.
 
     Circuit breaker as in RemoteCache: the first RemoteUnavailable, or a
@@ -63,23 +67,13 @@ class GrpcRemoteCache:
     """
 
     def __init__(self, config: RemoteConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self._lock = threading.Lock()  # guards the channel and capabilities
         self._stats_lock = threading.Lock()
         self._channel: Channel | None = None
         self._blobs: BlobIO | None = None
         self._update_enabled = False
-        self._down: RemoteError | None = None
-        self._calls = self._down_bytes = self._up_bytes = 0
-
-    def __repr__(self) -> str:
-        return f"GrpcRemoteCache({self.config.url!r}, healthy={self.healthy})"
-
-    def __enter__(self) -> GrpcRemoteCache:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self._calls = 0
 
     def close(self) -> None:
         with self._lock:
@@ -88,14 +82,9 @@ class GrpcRemoteCache:
                 self._channel = None
                 self._blobs = None
 
-    @property
-    def healthy(self) -> bool:
-        """False once the server was unavailable or refused a read; later calls fail fast."""
-        return self._down is None
-
     def stats(self) -> GrpcStats:
         streams = 0 if self._blobs is None else self._blobs.streams
-        return GrpcStats(self._calls, streams, self._down_bytes, self._up_bytes)
+        return GrpcStats(self._calls, streams)
 
     @property
     def batch_limit(self) -> int:
@@ -140,24 +129,21 @@ class GrpcRemoteCache:
 
     def has_blob(self, sha256: str, size: int) -> bool:
         """Whether the server has the blob (FindMissingBlobs; REAPI digests need the size)."""
-        if sha256 == _EMPTY_SHA256:
+        if sha256 == EMPTY_SHA256:
             return True
         blobs = self._ready()
         with self._guard("FindMissingBlobs", read=True):
             return not blobs.find_missing([Digest(sha256, size)])
 
-    def get_blob(
-        self, sha256: str, size: int, dest: Path, progress: ProgressCallback | None = None
-    ) -> bool:
+    def get_blob(self, sha256: str, size: int, dest: Path) -> bool:
         """Download one blob to `dest`, verified; False if the server does not have it."""
-        report = self.get_blobs([Digest(sha256, size)], lambda _: dest, progress)
+        report = self.get_blobs([Digest(sha256, size)], lambda _: dest)
         return not report.missing
 
     def get_blobs(
         self,
         digests: Iterable[BlobDigest],
         dest_dir: Path | Callable[[str], Path],
-        progress: ProgressCallback | None = None,
     ) -> DownloadReport:
         """Blobs to `dest_dir/<sha256>` (or `dest_dir(sha256)`): batches, then ByteStream.
 
@@ -172,14 +158,10 @@ class GrpcRemoteCache:
             return dest_dir(sha256) if callable(dest_dir) else dest_dir / sha256
 
         fetched: list[str] = []
-        if unique.pop(_EMPTY_SHA256, None) == 0:
+        if unique.pop(EMPTY_SHA256, None) == 0:
             # Never asked for: servers need not store it, and it needs no network.
-            from rules.core.fsio import write_atomic
-
-            target = dest(_EMPTY_SHA256)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, b"")
-            fetched.append(_EMPTY_SHA256)
+            store_blob(dest(EMPTY_SHA256), (), EMPTY_SHA256, 0, "the empty blob")
+            fetched.append(EMPTY_SHA256)
         if not unique:
             return DownloadReport(tuple(fetched), (), 0)
         blobs = self._ready()
@@ -187,23 +169,21 @@ class GrpcRemoteCache:
         work: list[Callable[[], tuple[list[str], list[str], int]]] = [
             partial(blobs.read_batch, batch, dest) for batch in plan.batches
         ]
-        work += [partial(blobs.read_stream, d, dest, progress) for d in plan.streams]
+        work += [partial(blobs.read_stream, d, dest) for d in plan.streams]
         missing: list[str] = []
         total = 0
         for got, lacking, size in self._parallel("download", work, read=True):
             fetched += got
             missing += lacking
             total += size
-        with self._stats_lock:
-            self._down_bytes += total
         return DownloadReport(tuple(sorted(fetched)), tuple(sorted(missing)), total)
 
-    def put_blob(self, sha256: str, src: Path, progress: ProgressCallback | None = None) -> bool:
+    def put_blob(self, sha256: str, src: Path) -> bool:
         """Upload `src` as blob `sha256` unless the server has it; True if it was sent."""
-        return bool(self.put_blobs({sha256: src}, progress).uploaded)
+        return bool(self.put_blobs({sha256: src}).uploaded)
 
     def put_blobs(
-        self, files: Mapping[str, Path], progress: ProgressCallback | None = None
+        self, files: Mapping[str, Path]
     ) -> UploadReport:
         """Upload `{sha256: path}`: hash each file, FindMissingBlobs, then send only the missing.
 
@@ -212,7 +192,7 @@ class GrpcRemoteCache:
         """
         self._require_upload()
         digests = [_checked_digest(sha256, src) for sha256, src in files.items()]
-        digests = [d for d in digests if d.hash != _EMPTY_SHA256]
+        digests = [d for d in digests if d.hash != EMPTY_SHA256]
         if not digests:
             return UploadReport((), tuple(files), 0)
         blobs = self._ready()
@@ -223,10 +203,8 @@ class GrpcRemoteCache:
         work: list[Callable[[], int]] = [
             partial(blobs.write_batch, batch, files) for batch in plan.batches
         ]
-        work += [partial(blobs.write_stream, d, files, progress) for d in plan.streams]
+        work += [partial(blobs.write_stream, d, files) for d in plan.streams]
         total = sum(self._parallel("upload", work, read=False))
-        with self._stats_lock:
-            self._up_bytes += total
         uploaded = sorted(missing & set(files))
         present = sorted(set(files) - missing)
         return UploadReport(tuple(uploaded), tuple(present), total)
@@ -240,7 +218,8 @@ class GrpcRemoteCache:
             with self._guard(what, read=read):
                 return job()
 
-        return run_parallel([partial(guarded, job) for job in work], self.config.parallel)
+        return run_parallel([partial(guarded, job) for job in work], self.config.parallel,
+                            "grpc-cache")
 
     def _connected(self) -> tuple[Channel, BlobIO]:
         blobs = self._ready()
@@ -317,16 +296,9 @@ class GrpcRemoteCache:
         trips = isinstance(error, RemoteUnavailable | InstanceError) or (
             read and isinstance(error, RemoteAuthError)
         )
-        if trips and self._down is None:
-            self._down = error
+        if trips:
+            self._trip(error)
         raise error
-
-    def _require_upload(self) -> None:
-        if not self.config.upload:
-            raise RemoteError(
-                f"upload to {self.config.url} is disabled (read-only client); "
-                f"set remote_upload = true or {ENV_UPLOAD}=1 on CI to write to the cache"
-            )
 
 
 def _action(key: str) -> Digest:

@@ -1,273 +1,259 @@
-"""Keep-alive HTTP(S) connections shared by the remote cache's transfer threads."""
+"""urllib3's keep-alive pool for the HTTP remote, plus the total deadline urllib3 lacks.
+
+Imported on the first request only: urllib3 (and ssl, http.client) are not
+needed to decide what to build.
+"""
 
 from __future__ import annotations
 
 import http.client
-import os
+import queue
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
+from types import TracebackType
+from typing import IO, Any
 
-# Socket reads and file sends move this much at a time; large enough that a
-# 1 GiB blob is ~1000 system calls, small enough to never matter for memory.
-BLOCK_SIZE = 1 << 20
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+from urllib3.response import BaseHTTPResponse
+from urllib3.util.retry import Retry
 
+from rules.core.fsio import CHUNK
 
-class DeadlineExceeded(TimeoutError):
-    """A request ran past its total deadline; its connection was cut."""
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """Counters since the pool was created; `reused` counts requests on a kept-alive socket."""
-
-    connections_opened: int
-    requests: int
-    reused: int
-    stale_retries: int
+# A transfer's total deadline is remote_timeout times this, plus one second per
+# MIN_RATE bytes it moves: generous for any working link, and a bound on a
+# server that drips one byte at a time (issue 15 §3).
+DEADLINE_FACTOR = 2
+MIN_RATE = 1 << 20
 
 
-class _CountingReader:
-    """File wrapper that reports each chunk http.client reads, so uploads can show progress."""
+class DeadlineExceeded(Exception):
+    """A request ran past its total deadline; its connection was cut.
 
-    def __init__(self, handle: BinaryIO, on_read: Callable[[int], None]) -> None:
-        self._handle = handle
-        self._on_read = on_read
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        if data:
-            self._on_read(len(data))
-        return data
-
-
-class ConnectionPool:
-    """A LIFO stack of idle connections to one host; each request borrows one.
-
-    Threads never share a connection while a request is in flight, and a
-    connection goes back to the stack only after its response was read to the
-    end, so the next request on it starts on a clean stream.
+    Not an OSError on purpose: urllib3 retries OSErrors, and a request past
+    its deadline must not start again on a fresh connection.
     """
 
-    def __init__(
-        self,
-        scheme: str,
-        host: str,
-        port: int | None,
-        *,
-        timeout: float,
-        max_idle: int,
-    ) -> None:
-        self._scheme = scheme
-        self._host = host
-        self._port = port
-        self._timeout = timeout
-        self._max_idle = max_idle
-        self._ssl_context = ssl.create_default_context() if scheme == "https" else None
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-        self._opened = 0
-        self._requests = 0
-        self._reused = 0
-        self._stale_retries = 0
 
-    def stats(self) -> PoolStats:
-        with self._lock:
-            return PoolStats(self._opened, self._requests, self._reused, self._stale_retries)
+class _Exchange:
+    """One request's claim on its connection, so that its timer cuts that socket and no other."""
+
+    def __init__(self) -> None:
+        self.conn: HTTPConnection | None = None
+        self.cut = False
+        self.finished = False
+
+
+# Guards every claim and cut: a connection handed back to the pool may be
+# claimed by another thread's request, which the old timer must then leave alone.
+_CLAIMS = threading.Lock()
+# id(connection) -> the exchange that sent the connection's latest request.
+_OWNERS: dict[int, _Exchange] = {}
+# The exchange whose request this thread is sending, for _claim.
+_local = threading.local()
+
+
+def _claim(conn: HTTPConnection) -> None:
+    exchange: _Exchange | None = getattr(_local, "exchange", None)
+    if exchange is None:
+        return
+    with _CLAIMS:
+        if exchange.cut:
+            raise DeadlineExceeded("cut at its deadline before a retry")
+        exchange.conn = conn
+        _OWNERS[id(conn)] = exchange
+
+
+class _HTTPConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _claim(self)
+        super().request(*args, **kwargs)
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _claim(self)
+        super().request(*args, **kwargs)
+
+
+class _Idle(queue.LifoQueue[Any]):
+    """A pool's idle connections: one put back here is no longer any request's to cut.
+
+    urllib3 hands a connection back inside the read that ends its body, before
+    the request's own cleanup runs; the claim must end first, or the timer
+    could still cut the socket after another thread borrowed it.
+    """
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None:
+            with _CLAIMS:
+                _OWNERS.pop(id(item), None)
+        super().put(item, block, timeout)
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+    QueueCls = _Idle
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+    QueueCls = _Idle
+
+
+class _RetryStale(Retry):
+    """Send once more when a kept-alive connection turns out closed; never after a timeout.
+
+    urllib3 already drops an idle connection the server closed before reusing
+    it; this covers a close racing the request. A read timeout is not retried:
+    a hung server would otherwise cost two timeouts instead of one.
+    """
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> _RetryStale:
+        if isinstance(error, ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+class Transport:
+    """Keep-alive connections to one host, shared by the remote cache's transfer threads."""
+
+    def __init__(self, scheme: str, host: str, port: int | None, *, timeout: float,
+                 max_idle: int) -> None:
+        self._timeout = timeout
+        options: dict[str, Any] = {
+            "timeout": urllib3.Timeout(connect=timeout, read=timeout),
+            "maxsize": max_idle,
+            "block": False,
+            "retries": _RetryStale(total=1, connect=0, read=1, redirect=0, status=0, other=0,
+                                   raise_on_redirect=False, raise_on_status=False),
+            # File bodies go out in fsio.CHUNK pieces, not urllib3's 16 KiB.
+            "blocksize": CHUNK,
+        }
+        self._pool: urllib3.HTTPConnectionPool
+        if scheme == "https":
+            # The system's roots, and SSL_CERT_FILE, as the standard library reads them.
+            self._pool = _HTTPSPool(host, port, ssl_context=ssl.create_default_context(),
+                                    **options)
+        else:
+            self._pool = _HTTPPool(host, port, **options)
 
     def close(self) -> None:
-        """Close the idle connections; ones still borrowed are closed when given back."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-            self._max_idle = 0
-        for conn in idle:
-            conn.close()
-
-    def _connect(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection
-        if self._ssl_context is not None:
-            conn = http.client.HTTPSConnection(
-                self._host,
-                self._port,
-                timeout=self._timeout,
-                context=self._ssl_context,
-                blocksize=BLOCK_SIZE,
-            )
-        else:
-            conn = http.client.HTTPConnection(
-                self._host, self._port, timeout=self._timeout, blocksize=BLOCK_SIZE
-            )
-        # Connect eagerly: http.client would otherwise reconnect on its own
-        # inside request(), and the pool could no longer count connections.
-        try:
-            conn.connect()
-        except BaseException:
-            conn.close()
-            raise
-        with self._lock:
-            self._opened += 1
-        return conn
-
-    def _acquire(self) -> tuple[http.client.HTTPConnection, bool]:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        return self._connect(), False
-
-    def _release(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < self._max_idle:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def _send(
-        self,
-        conn: http.client.HTTPConnection,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: bytes | Path | None,
-        on_sent: Callable[[int], None] | None,
-    ) -> http.client.HTTPResponse:
-        if isinstance(body, Path):
-            with open(body, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                all_headers = {**headers, "Content-Length": str(size)}
-                if size <= BLOCK_SIZE:
-                    # One send() for headers and body; small blobs are the
-                    # common case and this halves their packets.
-                    data = handle.read()
-                    conn.request(method, path, body=data, headers=all_headers)
-                    if on_sent is not None:
-                        on_sent(len(data))
-                else:
-                    reader = handle if on_sent is None else _CountingReader(handle, on_sent)
-                    conn.request(method, path, body=reader, headers=all_headers)
-        else:
-            conn.request(method, path, body=body, headers=dict(headers))
-        with self._lock:
-            self._requests += 1
-        return conn.getresponse()
+        self._pool.close()
 
     @contextmanager
-    def request(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: bytes | Path | None = None,
-        on_sent: Callable[[int], None] | None = None,
-        deadline: float | None = None,
-    ) -> Iterator[http.client.HTTPResponse]:
-        """Send one request and yield its response; the caller must read the body to the end.
+    def request(self, method: str, path: str, headers: Mapping[str, str],
+                body: bytes | IO[bytes] | None, size: int) -> Iterator[BaseHTTPResponse]:
+        """Send one request moving `size` bytes and yield its response, body unread.
 
-        A `Path` body is streamed from disk with a Content-Length. Errors are
-        http.client's and the socket's own (OSError, HTTPException): the
-        caller knows what the request was for and words the message.
-
-        `deadline` bounds the whole exchange, body included, in seconds. The
-        socket timeout bounds each read only, so a server dripping a byte at a
-        time would hold a build forever (issue 15 §3); past the deadline a timer
-        shuts the socket down, which wakes any blocked read, and whatever error
-        that caused is raised as DeadlineExceeded.
+        A deadline bounds the whole exchange, body included:
+        urllib3's timeouts bound each socket read only, so a server dripping a
+        byte at a time would hold a build forever (issue 15 §3). Past the
+        deadline a timer shuts the socket down, which wakes any blocked read,
+        and whatever error that caused is raised as DeadlineExceeded.
+        A body left unread closes the connection rather than desync the next request.
         """
-        if deadline is None:
-            with self._request(method, path, headers, body, on_sent) as response:
-                yield response
-            return
-        cut = threading.Event()
-        finished = False
-        guard = threading.Lock()
-        holder: list[http.client.HTTPConnection] = []
-
-        def expire() -> None:
-            # Under the guard: once the exchange finished, its connection may
-            # already serve another request, which must not be cut.
-            with guard:
-                if finished:
-                    return
-                cut.set()
-                for conn in holder:
-                    sock = conn.sock
-                    if sock is not None:
-                        with suppress(OSError):
-                            sock.shutdown(socket.SHUT_RDWR)
-
-        timer = threading.Timer(deadline, expire)
+        deadline = self._timeout * DEADLINE_FACTOR + size / MIN_RATE
+        exchange = _Exchange()
+        timer = threading.Timer(deadline, _expire, (exchange,))
         timer.daemon = True
+        outer, _local.exchange = getattr(_local, "exchange", None), exchange
         timer.start()
         try:
-            with self._request(method, path, headers, body, on_sent, holder, cut) as response:
-                try:
-                    yield response
-                finally:
-                    with guard:
-                        finished = True
-                    timer.cancel()
+            response = self._pool.urlopen(
+                method, path, body=body, headers=dict(headers), redirect=False,
+                preload_content=False, decode_content=False, assert_same_host=False)
+            try:
+                yield response
+            finally:
+                if not response.closed:
+                    response.close()
+                response.release_conn()
         except Exception as exc:
-            if cut.is_set():
+            if exchange.cut:
                 raise DeadlineExceeded(f"not done within {deadline:.0f}s") from exc
             raise
         finally:
-            with guard:
-                finished = True
+            with _CLAIMS:
+                exchange.finished = True
+                if exchange.conn is not None and _OWNERS.get(id(exchange.conn)) is exchange:
+                    del _OWNERS[id(exchange.conn)]
             timer.cancel()
+            _local.exchange = outer
 
-    @contextmanager
-    def _request(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: bytes | Path | None,
-        on_sent: Callable[[int], None] | None,
-        holder: list[http.client.HTTPConnection] | None = None,
-        cut: threading.Event | None = None,
-    ) -> Iterator[http.client.HTTPResponse]:
-        conn, reused = self._acquire()
-        if holder is not None:
-            holder[:] = [conn]
-        try:
-            response = self._send(conn, method, path, headers, body, on_sent)
-        except (ConnectionError, http.client.RemoteDisconnected):
-            conn.close()
-            if not reused:
-                raise
-            # The server closed this idle keep-alive connection (keepalive_timeout,
-            # reload, restart) and we only learn it on first use. Nothing reached
-            # a handler, and GET, HEAD and PUT are idempotent, so send it again
-            # once on a fresh connection.
-            with self._lock:
-                self._stale_retries += 1
-            conn, reused = self._connect(), False
-            if holder is not None:
-                holder[:] = [conn]
-            try:
-                response = self._send(conn, method, path, headers, body, on_sent)
-            except BaseException:
-                conn.close()
-                raise
-        except BaseException:
-            conn.close()
-            raise
-        if reused:
-            with self._lock:
-                self._reused += 1
-        complete = False
-        try:
-            yield response
-            complete = response.isclosed()
-        finally:
-            # http.client drops conn.sock itself when the server said
-            # `Connection: close`; an unread body would desync the next request.
-            # A connection cut at its deadline is shut down: never reuse it.
-            if complete and conn.sock is not None and not (cut is not None and cut.is_set()):
-                self._release(conn)
-            else:
-                conn.close()
+
+def _expire(exchange: _Exchange) -> None:
+    with _CLAIMS:
+        if exchange.finished:
+            return
+        exchange.cut = True
+        conn = exchange.conn
+        # Once its body was read, the connection went back to the pool and
+        # may serve another request by now: cut it only while still ours.
+        if conn is not None and _OWNERS.get(id(conn)) is exchange and conn.sock is not None:
+            with suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+
+def describe_failure(exc: BaseException, timeout: float) -> tuple[bool, str] | None:
+    """(truncated, what went wrong) for a transport error; None for any other exception.
+
+    `truncated` means the body ended before its Content-Length: the entry, not
+    the server, is suspect.
+    """
+    if isinstance(exc, DeadlineExceeded):
+        return False, (f"the transfer was {exc}, its deadline ({DEADLINE_FACTOR} x "
+                       "remote_timeout plus 1 s per MiB); the server is too slow or stalling")
+    if not isinstance(exc, urllib3.exceptions.HTTPError | OSError | http.client.HTTPException):
+        return None
+    chain = _causes(exc)
+
+    def find(kind: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+        return next((e for e in chain if isinstance(e, kind)), None)
+
+    if find(http.client.IncompleteRead) is not None:
+        return True, "body truncated: the server sent less than its Content-Length"
+    if (cert := find(ssl.SSLCertVerificationError)) is not None:
+        return False, (f"TLS error: {cert.verify_message or cert.reason}; if the server uses a "
+                       "private CA, point SSL_CERT_FILE at its certificate bundle")
+    if (tls := find(ssl.SSLError)) is not None:
+        return False, f"TLS error: {tls.reason or tls}"
+    if find(ConnectionRefusedError) is not None:
+        return False, "connection refused; is the cache server running?"
+    if (dns := find(socket.gaierror)) is not None:
+        return False, f"cannot resolve the host: {dns.strerror}"
+    if find((TimeoutError, urllib3.exceptions.TimeoutError)) is not None:
+        return False, f"no answer within {timeout:g}s (remote_timeout)"
+    if (os_error := find(OSError)) is not None and os_error.strerror:
+        return False, str(os_error.strerror)
+    root = chain[-1]
+    return False, f"{type(root).__name__}: {root}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps: urllib3 keeps the socket's error in `reason`, `args`, causes."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        error = todo.pop(0)
+        if any(error is s for s in seen):
+            continue
+        seen.append(error)
+        if isinstance(error, MaxRetryError) and error.reason is not None:
+            todo.append(error.reason)
+        todo += [arg for arg in error.args if isinstance(arg, BaseException)]
+        todo += [e for e in (error.__cause__, error.__context__) if e is not None]
+    return seen

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,36 +23,9 @@ from rules.core.fsio import (
     verified,
     write_atomic,
 )
+from rules.core.fsio import reflink as fsio_reflink
 
 BLOB_MODE = 0o444
-
-# ioctl errors that mean "this filesystem pair cannot clone", as opposed to a
-# real I/O failure: ext4/tmpfs say EOPNOTSUPP or ENOTTY, crossing devices EXDEV.
-_NO_REFLINK = frozenset(
-    {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM}
-)
-
-if sys.platform == "linux":
-    import fcntl
-
-    # Python only names FICLONE from 3.12 on; the value is fixed by the kernel ABI.
-    _FICLONE: int = getattr(fcntl, "FICLONE", 0x40049409)
-
-    def _reflink(dst_fd: int, src_fd: int) -> bool:
-        """Clone src into dst (copy-on-write); False if this filesystem cannot."""
-        try:
-            fcntl.ioctl(dst_fd, _FICLONE, src_fd)
-        except OSError as error:
-            if error.errno not in _NO_REFLINK:
-                raise
-            return False
-        return True
-
-else:
-
-    def _reflink(dst_fd: int, src_fd: int) -> bool:
-        return False
-
 
 @dataclass(frozen=True)
 class CacheStats:
@@ -64,8 +35,6 @@ class CacheStats:
     cas_blobs: int
     total_bytes: int  # AC entries plus CAS blobs; in-flight tmp files are not counted
     tmp_files: int
-    oldest_mtime: float | None  # seconds since the epoch, None for an empty cache
-    newest_mtime: float | None
 
 
 @dataclass(frozen=True)
@@ -312,8 +281,6 @@ class LocalCache:
         """Count entries and bytes with one walk over the shard directories."""
         counts = {"ac": 0, "cas": 0}
         total = tmp = 0
-        oldest: int | None = None
-        newest: int | None = None
         try:
             for item in walk_cache(self.root):
                 if item.is_tmp:
@@ -321,8 +288,6 @@ class LocalCache:
                     continue
                 counts[item.area] += 1
                 total += item.size
-                oldest = item.mtime_ns if oldest is None else min(oldest, item.mtime_ns)
-                newest = item.mtime_ns if newest is None else max(newest, item.mtime_ns)
         except OSError as error:
             raise CacheError(f"cannot read cache {self.root}: {error}") from error
         return CacheStats(
@@ -330,8 +295,6 @@ class LocalCache:
             cas_blobs=counts["cas"],
             total_bytes=total,
             tmp_files=tmp,
-            oldest_mtime=None if oldest is None else oldest / 1e9,
-            newest_mtime=None if newest is None else newest / 1e9,
         )
 
     def _restore_file(self, entry: FileEntry, dest: Path, reflink: list[bool]) -> None:
@@ -344,7 +307,7 @@ class LocalCache:
                     f"blob {entry.sha256} of {entry.path} vanished (concurrent gc)"
                 ) from None
             out = stack.enter_context(open(dest, "xb"))
-            cloned = reflink[0] and _reflink(out.fileno(), source.fileno())
+            cloned = reflink[0] and fsio_reflink(out.fileno(), source.fileno())
             # The rest of this tree goes to the same filesystem: stop asking.
             reflink[0] = cloned
             # Hash the blob even after a clone: the clone shares its extents, and

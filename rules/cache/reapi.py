@@ -19,16 +19,10 @@ _DG_SIZE_BYTES = 2
 _VARINT = 0
 _I64 = 1
 _LEN = 2
-_SGROUP = 3
-_EGROUP = 4
 _I32 = 5
 
 _MAX_VARINT_BYTES = 10
 _MAX_FIELD_NUMBER = (1 << 29) - 1
-# Groups are long deprecated and never written by us, but skipping them is
-# recursive; the bound turns hostile nesting into a DecodeError, not a
-# RecursionError.
-_MAX_GROUP_DEPTH = 32
 
 
 class DecodeError(ValueError):
@@ -137,7 +131,7 @@ def _decode_digest(data: bytes) -> Digest:
 
 
 def _fields(data: bytes, message: str) -> list[tuple[int, int, int | bytes]]:
-    """Split `data` into (field number, wire type, value); skipped kinds carry b''."""
+    """Split `data` into (field number, wire type, value)."""
     fields: list[tuple[int, int, int | bytes]] = []
     pos = 0
     end = len(data)
@@ -163,44 +157,10 @@ def _fields(data: bytes, message: str) -> list[tuple[int, int, int | bytes]]:
                 raise DecodeError(f"{message}: field {number} is truncated")
             fields.append((number, wire, int.from_bytes(data[pos : pos + width], "little")))
             pos += width
-        elif wire == _SGROUP:
-            pos = _skip_group(data, pos, number, message, depth=1)
-            fields.append((number, wire, b""))
         else:
-            # An end-group with no start, or the reserved wire types 6 and 7.
+            # Groups (3, 4) are proto2 only and REAPI is proto3; 6 and 7 are reserved.
             raise DecodeError(f"{message}: unexpected wire type {wire} for field {number}")
     return fields
-
-
-def _skip_group(data: bytes, pos: int, group: int, message: str, depth: int) -> int:
-    if depth > _MAX_GROUP_DEPTH:
-        raise DecodeError(f"{message}: groups nested deeper than {_MAX_GROUP_DEPTH}")
-    end = len(data)
-    while pos < end:
-        key, pos = _read_varint(data, pos, message)
-        number, wire = key >> 3, key & 7
-        if not 1 <= number <= _MAX_FIELD_NUMBER:
-            raise DecodeError(f"{message}: invalid field number {number} in group {group}")
-        if wire == _VARINT:
-            _, pos = _read_varint(data, pos, message)
-        elif wire == _LEN:
-            length, pos = _read_varint(data, pos, message)
-            if length > end - pos:
-                raise DecodeError(f"{message}: field {number} in group {group} is truncated")
-            pos += length
-        elif wire in (_I64, _I32):
-            pos += 8 if wire == _I64 else 4
-            if pos > end:
-                raise DecodeError(f"{message}: field {number} in group {group} is truncated")
-        elif wire == _SGROUP:
-            pos = _skip_group(data, pos, number, message, depth + 1)
-        elif wire == _EGROUP:
-            if number != group:
-                raise DecodeError(f"{message}: group {group} closed by end-group {number}")
-            return pos
-        else:
-            raise DecodeError(f"{message}: unexpected wire type {wire} in group {group}")
-    raise DecodeError(f"{message}: group {group} is not closed")
 
 
 def _read_varint(data: bytes, pos: int, message: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rules.cache import validate
 from rules.cache.local import LocalCache
+from rules.cache.reapi import Digest
 from rules.cache.records import ActionResult, CacheCorrupt
 from rules.cache.remote_config import RemoteConfig, RemoteError
 from rules.cache.validate import Question, Rejected
@@ -104,7 +105,7 @@ class TieredCache:
                 raise Rejected(f"it claims {big[0].path} has {big[0].size} bytes, above "
                                f"remote_max_blob_size ({format_size(limit)})")
             report = self.remote.get_blobs(
-                [_Digest(f.sha256, f.size) for f in entry.files], self.local.cas_path
+                [Digest(f.sha256, f.size) for f in entry.files], self.local.cas_path
             )
             if report.missing:
                 return corrupt  # an incomplete remote entry is a miss, as in Bazel
@@ -166,9 +167,3 @@ class TieredCache:
                 return
             self._warned.add(kind)
         self._warn(message)
-
-
-@dataclass(frozen=True)
-class _Digest:
-    hash: str
-    size_bytes: int
