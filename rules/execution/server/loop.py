@@ -1,10 +1,9 @@
 """The export server's loop: accept requests, fork a child per job, relay its result.
 
-While no job runs, the loop keeps one spare child that has run a warm-up
-export of a built-in model (rules.execution.server.child): the next job goes
-to it and skips the runtime's first-use costs, 0.15 s of a 0.4 s export here.
-Spares are only made after a second without jobs, so a busy build does not
-pay for them.
+While no job runs, the loop keeps one spare child that has run a warm-up export of a
+built-in model (server.child): the next job goes to it and skips the runtime's first-use
+costs, 0.15 s of a 0.4 s export here. Spares are only made after a second without jobs,
+so a busy build does not pay for them.
 """
 
 from __future__ import annotations
@@ -26,8 +25,7 @@ from rules.execution.server.child import describe, run_child, run_spare
 from rules.execution.server.protocol import MAX_MESSAGE, ServerPaths, send
 
 TICK = 0.5
-# Between two jobs of a busy build the loop is idle for a moment; a spare's
-# warm-up then would only compete with the next job.
+# A busy build's loop idles a moment between jobs; a spare's warm-up then competes.
 SPARE_AFTER_IDLE = 1.0
 # A spare told to exit may still be in its warm-up; it gets this long.
 SPARE_EXIT_TIMEOUT = 30.0
@@ -86,10 +84,7 @@ class Server:
         self.selector.register(listener, selectors.EVENT_READ, None)
         # The handler only sets a flag: it may run in the middle of any
         # selector or bookkeeping step, so the loop acts on it at its next tick.
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def _on_sigterm(self, signum: int, frame: object) -> None:
-        self.signalled = True
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "signalled", True))
 
     # -- loop -----------------------------------------------------------------
 
