@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.cache.local import LocalCache, evict_file, walk_cache
+from rules.cache.local import LocalCache, evict_file, read_entry, walk_cache
 from rules.cache.records import ActionResult
 from rules.core.errors import CacheError
 from rules.core.files import InvalidEntry
@@ -94,12 +94,10 @@ def _blob_problem(path: Path, sha256: str, size: int) -> str | None:
 
 def _entry_problem(cache: LocalCache, path: Path, key: str, good: dict[str, int],
                    corrupt: set[str]) -> str | None:
-    try:
-        with open(path, "rb") as handle:
-            seen = os.fstat(handle.fileno())
-            data = handle.read()
-    except FileNotFoundError:
+    read = read_entry(path)
+    if read is None:
         return None
+    seen, data = read
     problem = None
     try:
         entry = ActionResult.from_reapi(data)

@@ -107,13 +107,12 @@ class LocalCache:
         _check_key(key)
         path = self.ac_path(key)
         try:
-            with open(path, "rb") as handle:
-                seen = os.fstat(handle.fileno())
-                data = handle.read()
-        except FileNotFoundError:
-            return None
+            read = read_entry(path)
         except OSError as error:
             raise CacheError(f"cannot read cache entry {path}: {error}") from error
+        if read is None:
+            return None
+        seen, data = read
         try:
             result = ActionResult.from_reapi(data)
             if result.key != key:
@@ -324,6 +323,16 @@ class LocalCache:
                 ) from None
             os.fchmod(out.fileno(), entry.mode)
         _touch(blob)
+
+
+def read_entry(path: Path) -> tuple[os.stat_result, bytes] | None:
+    """An AC entry's bytes and the stat of the file they came from (so that an eviction
+    can tell it from a newer entry written since); None when there is none."""
+    try:
+        with open(path, "rb") as handle:
+            return os.fstat(handle.fileno()), handle.read()
+    except FileNotFoundError:
+        return None
 
 
 def _ensure_dir(directory: Path) -> None:
