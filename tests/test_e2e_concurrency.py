@@ -124,7 +124,7 @@ def test_a_flipped_byte_in_a_cached_blob_is_detected_and_rebuilt(tmp_path: Path)
     blob.write_bytes(bytes(data))
 
     second = copy_examples(tmp_path / "b")
-    result = doit(second, "export", env={"RULES_KERAS_CACHE_DIR": str(cache)})
+    result = doit(second, "-v", "2", "export", env={"RULES_KERAS_CACHE_DIR": str(cache)})
     assert result.returncode == 0, result.stdout + result.stderr
     # One warning naming the target and the blob, and the reason says why it was built.
     assert f"//models/mnist:mnist_serving: cache blob {blob} is corrupt" in result.stderr
