@@ -79,7 +79,7 @@ def test_a_corrupt_local_entry_is_said_to_be_the_reason(
     shutil.copytree(ci[1], cache)
     for entry in (cache / "ac").glob("*/*"):
         entry.write_bytes(b"")  # a valid, empty ActionResult
-    result = doit(ws, "export", env={"RULES_KERAS_CACHE_DIR": str(cache)})
+    result = doit(ws, "-v", "2", "export", env={"RULES_KERAS_CACHE_DIR": str(cache)})
     stop_servers(ws)
     assert result.returncode == 0, result.stdout + result.stderr
     assert summary(result) == f"{TARGETS} built, 0 restored, 0 up to date, 0 failed"
