@@ -330,7 +330,7 @@ def test_inputs_changed_during_a_remote_run_are_published_but_not_cached(
     finally:
         process.kill()
     assert process.returncode == 0, stdout + stderr
-    assert "inputs changed during the build; not cached" in stdout
+    assert "inputs changed during the build; not cached" in stderr
     manifest = read_manifests(ws)["//edit:e"]
     assert manifest["record"]["executor"] == "ray"  # type: ignore[index]
     assert list((ws.parent / "ws-cache").glob("ac/*/*")) == []
