@@ -149,7 +149,7 @@ def test_a_cache_filesystem_out_of_inodes_costs_one_warning(tmp_path: Path) -> N
         ('[tool.rules_keras]\ncach_dir = "x"\n', {},
          "unknown key 'cach_dir'. Did you mean 'cache_dir'"),
         ("", {"RULES_KERAS_LOCK_TIMEOUT": "soon"}, "RULES_KERAS_LOCK_TIMEOUT must be a number"),
-        ("", {"RULES_KERAS_REMOTE_CACHE": "ftp://cache"}, "an http://, https://, grpc:// or grpcs:// URL"),
+        ("", {"RULES_KERAS_REMOTE_CACHE": "ftp://cache"}, "https://, grpc:// or grpcs:// URL"),
         ("", {"RULES_KERAS_SERVER": "flase"}, "Did you mean 'false'"),
     ],
 )
