@@ -24,6 +24,7 @@ from rules.core.fsio import (
     write_atomic,
 )
 from rules.core.fsio import reflink as fsio_reflink
+from rules.core.hashing import sha256_file
 
 BLOB_MODE = 0o444
 
@@ -362,16 +363,11 @@ def _present(blob: Path, size: int, sha256: str) -> bool:
     """
     try:
         st = os.stat(blob)
-        if st.st_size == size:
-            with open(blob, "rb") as handle:
-                for _ in verified(read_chunks(handle), sha256, size, str(blob)):
-                    pass
+        if st.st_size == size and sha256_file(blob) == sha256:
             _touch(blob)
             return True
     except FileNotFoundError:
         return False
-    except DigestMismatch:
-        pass
     evict_file(blob, st)
     return False
 

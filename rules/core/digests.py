@@ -22,8 +22,14 @@ RACY_SECONDS = 2.0
 _STAMP = 5  # device, inode, size, mtime_ns, ctime_ns
 
 
-def _stamp(st: os.stat_result) -> list[int | str]:
+def file_stamp(st: os.stat_result) -> list[int | str]:
+    """What identifies a file's content without reading it (git's and Bazel's stamp)."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def settled(st: os.stat_result) -> bool:
+    """Old enough that its stamp can be trusted to change on the next edit (not racy)."""
+    return time.time() - st.st_mtime_ns / 1e9 > RACY_SECONDS
 
 
 class DigestCache:
@@ -57,13 +63,13 @@ class DigestCache:
         if st is None:
             st = os.stat(path)
         key = str(path)
-        stamp = _stamp(st)
+        stamp = file_stamp(st)
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None and entry[:_STAMP] == stamp:
             return str(entry[_STAMP])
         value = sha256_file(path)
-        if time.time() - st.st_mtime_ns / 1e9 > RACY_SECONDS:
+        if settled(st):
             self._store(key, stamp, value)
         return value
 
@@ -79,7 +85,7 @@ class DigestCache:
             st = os.stat(path)
         except OSError:
             return
-        self._store(str(path), _stamp(st), sha256)
+        self._store(str(path), file_stamp(st), sha256)
 
     def _store(self, key: str, stamp: list[int | str], value: str) -> None:
         with self._lock:

@@ -10,16 +10,11 @@ from __future__ import annotations
 import importlib.util
 import marshal
 import os
-import time
 from pathlib import Path
 from types import CodeType
 
+from rules.core.digests import file_stamp, settled
 from rules.core.fsio import write_atomic
-
-# A file this young may be edited again within the timestamp granularity
-# without changing its stamp (git's "racy clean"): it is compiled, not kept.
-_RACY_SECONDS = 2.0
-_Stamp = tuple[int, int, int, int, int]
 
 
 class CodeCache:
@@ -27,7 +22,7 @@ class CodeCache:
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
-        self._entries: dict[str, tuple[_Stamp, CodeType]] = {}
+        self._entries: dict[str, tuple[list[int | str], CodeType]] = {}
         self._dirty = False
         if path is None:
             return
@@ -45,7 +40,7 @@ class CodeCache:
     def compile(self, build_file: Path) -> CodeType:
         """The code of `build_file`; raises what reading and compile() raise."""
         st = os.stat(build_file)
-        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        stamp = file_stamp(st)
         key = str(build_file)
         entry = self._entries.get(key)
         if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == stamp \
@@ -53,7 +48,9 @@ class CodeCache:
             return entry[1]
         source = build_file.read_text(encoding="utf-8")
         code = compile(source, key, "exec", dont_inherit=True)
-        if time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
+        # A file this young may be edited again without changing its stamp
+        # (git's "racy clean"): it is compiled, not kept.
+        if settled(st):
             self._entries[key] = (stamp, code)
             self._dirty = True
         return code
