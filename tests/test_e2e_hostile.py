@@ -7,7 +7,6 @@ kept (issue 15 §1).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -19,23 +18,20 @@ from tests.conftest import (
     assert_cache_consistent,
     doit,
     new_workspace,
+    read_manifests,
     stop_servers,
     summary,
 )
-from tests.test_reliability import FILES, TARGETS
+from tests.test_reliability import FILES, TARGETS, reproducible
 
 pytestmark = pytest.mark.e2e
 
 
-def _outputs(ws: Path) -> dict[str, tuple[str, list[list[object]]]]:
+def _outputs(ws: Path) -> dict[str, tuple[object, list[list[object]]]]:
     """Per label, its key and the files every correct build reproduces (weights, variables)."""
-    found = {}
-    for path in (ws / "artifacts").rglob("*.manifest.json"):
-        data = json.loads(path.read_text())
-        found[data["label"]] = (data["key"], [
-            f[:3] for f in data["files"]
-            if f[0].endswith(".weights.h5") or f[0].startswith("variables/")])
-    return found
+    files = reproducible(ws)
+    keys = {label: manifest["key"] for label, manifest in read_manifests(ws).items()}
+    return {label: (keys[label], files[label]) for label in keys}
 
 
 @pytest.fixture(scope="module")

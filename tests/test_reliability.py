@@ -34,6 +34,7 @@ from tests.conftest import (
     counts,
     doit,
     new_workspace,
+    read_manifests,
     stop_servers,
 )
 
@@ -99,20 +100,19 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[list[o
     result = doit(ws, "export")
     assert result.returncode == 0, result.stdout + result.stderr
     stop_servers(ws)
-    return _artifacts(ws)
+    return reproducible(ws)
 
 
-def _artifacts(ws: Path) -> dict[str, list[list[object]]]:
+def reproducible(ws: Path) -> dict[str, list[list[object]]]:
     """Per label, the files whose bytes every correct build reproduces: trained weights and
     SavedModel variables. (A graph's bytes vary with the process that traced it: function
     names carry a per-process counter, so saved_model.pb and .onnx files are judged by
     their manifests, and their keys, instead.)"""
-    found = {}
-    for path in (ws / "artifacts").rglob("*.manifest.json"):
-        data = json.loads(path.read_text())
-        found[data["label"]] = [f[:3] for f in data["files"]
-                                if f[0].endswith(".weights.h5") or f[0].startswith("variables/")]
-    return found
+    return {
+        label: [f[:3] for f in manifest["files"]  # type: ignore[attr-defined]
+                if f[0].endswith(".weights.h5") or f[0].startswith("variables/")]
+        for label, manifest in read_manifests(ws).items()
+    }
 
 
 def _verify(ws: Path, cache: Path, reference: dict[str, list[list[object]]]) -> str:
@@ -125,7 +125,7 @@ def _verify(ws: Path, cache: Path, reference: dict[str, list[list[object]]]) -> 
         assert_cache_consistent(cache)
     except (AssertionError, OSError):
         return "corrupt"
-    if _artifacts(ws) != reference:
+    if reproducible(ws) != reference:
         return "wrong bytes"
     again = doit(ws, "export", env={"RULES_KERAS_CACHE_DIR": str(cache)})
     if counts(again) != {"built": 0, "restored": 0, "up to date": TARGETS, "failed": 0}:
