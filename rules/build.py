@@ -336,7 +336,7 @@ class BuildSession:
                        "will rebuild next time")
         elif (cache := self.caches.ready()) is not None and self.caches.writable:
             metadata = {"kind": action.kind, "record": dict(result.record)}
-            cache.store(key.digest, staged, metadata, str(label))
+            cache.store(key.digest, staged, metadata, str(label), (files, dirs))
         self.publisher.publish(action, key, dest, staged, files, dirs, result.record, "built")
         seconds = result.record.get("seconds")
         built = "built (forced)" if forced else "built"

@@ -21,6 +21,7 @@ from rules.cache.records import ActionResult, CacheCorrupt
 from rules.cache.remote_config import RemoteConfig, RemoteError
 from rules.cache.validate import Question, Rejected
 from rules.core.errors import CacheError
+from rules.core.files import FileEntry
 from rules.core.settings import format_size
 
 if TYPE_CHECKING:
@@ -137,11 +138,12 @@ class TieredCache:
             return False
         return True
 
-    def store(self, key: str, artifact: Path, metadata: Mapping[str, Any], label: str) -> None:
+    def store(self, key: str, artifact: Path, metadata: Mapping[str, Any], label: str,
+              scanned: tuple[tuple[FileEntry, ...], tuple[str, ...]] | None = None) -> None:
         """Put a verified build of `label` in the local cache, then upload it when this client
-        may."""
+        may; `scanned` is the artifact's scan_tree, when the build already hashed it."""
         try:
-            result = self.local.store(key, artifact, metadata, label)
+            result = self.local.store(key, artifact, metadata, label, scanned)
         except CacheError as err:
             self._warning("store", f"could not store {key[:12]} in the local cache: {err}")
             return
