@@ -6,7 +6,7 @@ The workspace holds one MLP (features[None, W] -> Dense(W) -> Dense(W) -> Dense(
 the default W = 8192 that is 134M parameters: a 537 MB weights file and a 1.07 GB
 SavedModel. Its weights are written once, by a separate process. Each run, in turn (so
 that load on a shared machine hits every figure alike), with no export server running
-and an empty cache:
+and an empty cache (the first run also lists the environment's toolchain, once):
 
 - keras: a fresh `python` that builds the model, loads the weights and calls
   `model.export(...)`: the baseline of issue 14 goal 4;
@@ -125,7 +125,10 @@ def cp(src: Path, dest: Path) -> float:
 
 def one_run(ws: Path, scratch: Path, server: str) -> dict[str, float]:
     cache = scratch / "cache"
-    for path in (ws / "artifacts", ws / ".rules_keras", cache, scratch / "keras", scratch / "cp"):
+    # An empty cache, but the environment's toolchain listing (kept beside the cache, made
+    # once per Python environment, not per model) survives, as it does for a user.
+    for path in (ws / "artifacts", ws / ".rules_keras", cache / "ac", cache / "cas",
+                 scratch / "keras", scratch / "cp"):
         shutil.rmtree(path, ignore_errors=True)
     env = subprocess_env(RULES_KERAS_CACHE_DIR=str(cache), RULES_KERAS_SERVER=server)
     weights = ws / PACKAGE / "big" / "model.weights.h5"
