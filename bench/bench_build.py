@@ -198,6 +198,10 @@ class Bench:
         self.spare = work / "spare"
         self.caches = work / "caches"
         self.naive_out = work / "naive"
+        # Servers are shared per environment and user: a folder of our own
+        # keeps this benchmark's cold builds cold, and its server_stop from
+        # stopping the server of someone else's builds on this machine.
+        self.runtime = work / "runtime"
         self.n = n
         self.changed_index = n // 2
         self.doit = _doit()
@@ -224,7 +228,8 @@ class Bench:
         else:
             cache = self.caches / "shared"
         # A crash (one cold -n 2 build died of SIGSEGV) then leaves a Python traceback.
-        extra = {"RULES_KERAS_CACHE_DIR": str(cache), "PYTHONFAULTHANDLER": "1"}
+        extra = {"RULES_KERAS_CACHE_DIR": str(cache), "PYTHONFAULTHANDLER": "1",
+                 "RULES_KERAS_RUNTIME_DIR": str(self.runtime)}
         if self.server == "off":
             extra["RULES_KERAS_SERVER"] = "0"
         return subprocess_env(**extra)

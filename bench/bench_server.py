@@ -54,7 +54,7 @@ from bench_build import (
 )
 
 from rules.execution.server import client as server_client
-from rules.execution.server.protocol import server_paths
+from rules.execution.server.runtime import servers_in
 
 REBUILD_TARGET_S = 1.0
 COLD_TARGET_RATIO = 10.0
@@ -96,8 +96,8 @@ class ServerBench(Bench):
         return _run([*self.doit, "-n", str(jobs), "export"], self.root, env)
 
     def server_status(self) -> dict[str, object] | None:
-        return server_client.request_status(server_paths(self.root / ".rules_keras",
-                                                         "tensorflow", create=False))
+        servers = [p for p in servers_in(self.runtime) if p.backend == "tensorflow"]
+        return server_client.request_status(servers[0]) if servers else None
 
     def wait_for_spare(self) -> None:
         deadline = time.monotonic() + SPARE_WAIT_S

@@ -131,7 +131,7 @@ class BuildSession:
             if self._pool is None:
                 from rules.execution.pool import ServerConfig, WorkerPool
 
-                server = ServerConfig(self.state, self.settings.server_idle_timeout,
+                server = ServerConfig(self.settings.server_idle_timeout,
                                       lambda: self.toolchain.to_json()) if self.settings.server \
                     else None
                 self._pool = WorkerPool(self.root, on_start=self._worker_started, server=server,

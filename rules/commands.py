@@ -10,7 +10,7 @@ import doit
 from doit.exceptions import TaskFailed
 
 from rules import explain as explaining
-from rules.build import STATE_DIR, BuildSession
+from rules.build import BuildSession
 from rules.cache import fsck
 from rules.cache.gc import collect
 from rules.cache.local import LocalCache
@@ -85,20 +85,20 @@ def cache_check(session: BuildSession) -> TaskFailed | None:
 
 
 def server_status(session: BuildSession) -> TaskFailed | None:
-    """`doit server_status`: the workspace's warm export servers."""
+    """`doit server_status`: this environment's warm export servers."""
     try:
         lines = server_control.status_lines(
-            session.state, session.toolchain.to_json(), session.settings.server
+            session.root, session.toolchain.to_json(), session.settings.server
         )
     except RulesError as err:
         return TaskFailed(f"server_status: {err}")
     _say(*lines)
     return None
 
-def server_stop(root: Path) -> TaskFailed | None:
-    """`doit server_stop`: stop them."""
+def server_stop() -> TaskFailed | None:
+    """`doit server_stop`: stop them, for every workspace that shares them."""
     try:
-        lines = server_control.stop_lines(root / STATE_DIR)
+        lines = server_control.stop_lines()
     except RulesError as err:
         return TaskFailed(f"server_stop: {err}")
     _say(*lines)

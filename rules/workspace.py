@@ -133,11 +133,13 @@ class Workspace:
                        "Re-hash every entry and blob of the local cache; remove bad ones and "
                        "fail if there were any", lambda: _commands().cache_check(self.session))
         yield _command("server_status",
-                       "Show this workspace's warm export servers: pid, idle time, toolchain",
+                       "Show this Python environment's warm export servers, shared by its "
+                       "workspaces: pid, idle time, workspaces served, toolchain",
                        lambda: _commands().server_status(self.session))
         yield _command("server_stop",
-                       "Stop this workspace's export servers (the next build starts one again)",
-                       lambda: _commands().server_stop(self.root))
+                       "Stop this Python environment's export servers, which its other "
+                       "workspaces share (the next build starts one again)",
+                       lambda: _commands().server_stop())
         yield {
             **_command("explain",
                        "Say what `doit export` would do with each target (or LABEL/PATTERN "

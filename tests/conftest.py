@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,8 +37,9 @@ def other():
 DOIT_TIMEOUT = 900
 # A target's line in the build's progress (rules.progress.Finished.line).
 BUILT_LINE = re.compile(r"^\[ *\d+/\d+\] built (//\S+)", re.M)
-# Every build starts its workspace's export server; in tests they exit soon
-# when idle, and any still running are stopped when the session ends.
+# Every build starts its environment's export server; in tests they exit soon
+# when idle, and any still running are stopped when their test (or module,
+# or session, for the fixtures that build) ends.
 TEST_SERVER_IDLE_TIMEOUT = "60"
 
 
@@ -68,39 +71,78 @@ def copy_examples(dest: Path) -> Path:
 def copy_workspace(src: Path, dest: Path) -> Path:
     """A full copy (artifacts and state included), as a second clone would have after a build.
 
-    Without the export server's folder: a clone has no server of its own yet,
-    and copytree cannot copy a socket.
+    The export servers' sockets are not in it: they live in a runtime folder
+    shared by every workspace of the environment (rules.execution.server.runtime).
     """
-    shutil.copytree(src, dest, symlinks=True, ignore=_server_folder)
+    shutil.copytree(src, dest, symlinks=True)
     return dest
 
 
-def _server_folder(folder: str, names: list[str]) -> list[str]:
-    return ["server"] if Path(folder).name == ".rules_keras" else []
+def stop_servers(folder: Path | None = None) -> list[int]:
+    """Stop the export servers in `folder` (default: the current test's runtime folder).
 
-
-def stop_servers(under: Path) -> list[int]:
-    """Stop the export servers of every workspace below `under`; returns their pids."""
-    from rules.core.backends import BACKENDS
+    Servers are shared per Python environment from a runtime folder outside
+    the workspaces, and every test (module, session) has one of its own
+    (private_runtime_dir), so this stops exactly the ones the test started.
+    """
     from rules.execution.server import client as server_client
-    from rules.execution.server.protocol import server_paths
+    from rules.execution.server.runtime import runtime_dir, servers_in
 
+    folder = folder or runtime_dir()
     stopped = []
-    for folder in under.glob("**/.rules_keras/server/"):
-        for backend in BACKENDS:
-            pid = server_client.stop(server_paths(folder.parent, backend, create=False))
-            if pid is not None:
-                stopped.append(pid)
+    for paths in servers_in(folder) if folder.is_dir() else []:
+        pid = server_client.stop(paths)
+        if pid is not None:
+            stopped.append(pid)
     return stopped
 
 
+@contextlib.contextmanager
+def private_runtime_dir(patch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A runtime folder of our own for the export servers started inside; stopped and removed
+    at the end, so tests never share (or leak) servers, nor meet the user's own."""
+    from rules.execution.server.runtime import RUNTIME_DIR_ENV
+
+    # Short and under /tmp: sockets in it must fit sockaddr_un (about 100 bytes).
+    folder = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
+    patch.setenv(RUNTIME_DIR_ENV, str(folder))
+    try:
+        yield folder
+    finally:
+        stop_servers(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def export_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Short idle timeouts for the servers tests start, and none left behind."""
+def export_servers() -> Iterator[None]:
+    """Short idle timeouts, and a runtime folder for the servers of session fixtures' builds."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RULES_KERAS_SERVER_IDLE_TIMEOUT", TEST_SERVER_IDLE_TIMEOUT)
-        yield
-    stop_servers(tmp_path_factory.getbasetemp())
+        with private_runtime_dir(patch):
+            yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_export_servers() -> Iterator[Path]:
+    """The servers of a module's fixtures' builds, stopped when the module ends."""
+    with pytest.MonkeyPatch.context() as patch, private_runtime_dir(patch) as folder:
+        yield folder
+
+
+@pytest.fixture(autouse=True)
+def test_export_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test's own servers: a test that wants two workspaces to share one builds both
+    inside it."""
+    with private_runtime_dir(monkeypatch) as folder:
+        yield folder
+
+
+def server_info(backend: str = "tensorflow") -> dict[str, object] | None:
+    """The info file of this environment's `backend` server in the test's runtime folder."""
+    from rules.execution.server.protocol import read_info
+    from rules.execution.server.runtime import shared_paths
+
+    return read_info(shared_paths(backend, create=False))
 
 
 def doit(

@@ -50,7 +50,6 @@ def ws(built: Path, tmp_path: Path) -> Path:
     """A copy of the built workspace that shares its cache, for one test to change."""
     copy = tmp_path / "ws"
     subprocess.run(["cp", "-a", str(built), str(copy)], check=True)
-    subprocess.run(["rm", "-rf", str(copy / ".rules_keras/server")], check=True)
     return copy
 
 

@@ -54,7 +54,7 @@ def test_the_first_no_op_after_a_build_hashes_no_byte(
         assert counts(built) == {"built": 2, "restored": 0, "up to date": 0, "failed": 0}, (
             built.stdout + built.stderr)
     finally:
-        stop_servers(ws)
+        stop_servers()
 
     hashed: list[tuple[str, int]] = []
     real = digests_module.sha256_file

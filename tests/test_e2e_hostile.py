@@ -41,7 +41,7 @@ def ci(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ws = new_workspace(base / "ci", FILES)
     result = doit(ws, "export", env={"RULES_KERAS_CACHE_DIR": str(base / "ci-cache")})
     assert result.returncode == 0, result.stdout + result.stderr
-    stop_servers(ws)
+    stop_servers()
     return ws, base / "ci-cache"
 
 
@@ -54,7 +54,7 @@ def test_a_lying_remote_costs_a_local_build_and_one_warning_per_entry(
     with running_hostile(ci[1], mode) as url:
         env = {"RULES_KERAS_CACHE_DIR": str(cache), "RULES_KERAS_REMOTE_CACHE": url}
         result = doit(ws, "export", env=env)
-    stop_servers(ws)
+    stop_servers()
     assert result.returncode == 0, result.stdout + result.stderr
     assert summary(result) == f"{TARGETS} built, 0 restored, 0 up to date, 0 failed"
     warnings = [line for line in result.stderr.splitlines() if "not its artifact" in line]
@@ -76,7 +76,7 @@ def test_a_corrupt_local_entry_is_said_to_be_the_reason(
     for entry in (cache / "ac").glob("*/*"):
         entry.write_bytes(b"")  # a valid, empty ActionResult
     result = doit(ws, "-v", "2", "export", env={"RULES_KERAS_CACHE_DIR": str(cache)})
-    stop_servers(ws)
+    stop_servers()
     assert result.returncode == 0, result.stdout + result.stderr
     assert summary(result) == f"{TARGETS} built, 0 restored, 0 up to date, 0 failed"
     assert result.stdout.count("building: cache entry corrupt; rebuilt") == TARGETS, result.stdout

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_MODELS, doit, new_workspace, summary
+from tests.conftest import TINY_MODELS, doit, new_workspace, server_info, summary
 
 pytestmark = pytest.mark.e2e
 
@@ -256,7 +256,8 @@ def test_workers_and_servers_never_see_the_remote_secrets(tmp_path: Path, server
     assert summary(result) == "3 built, 0 restored, 0 up to date, 0 failed"
     assert SECRET not in result.stdout + result.stderr and TOKEN not in result.stdout
     if server == "1":
-        info = ws / ".rules_keras/server/tensorflow.json"
-        pid = int(__import__("json").loads(info.read_text())["pid"])
+        info = server_info()
+        assert info is not None and isinstance(info["pid"], int)
+        pid = info["pid"]
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert SECRET.encode() not in environ and TOKEN.encode() not in environ

@@ -35,6 +35,7 @@ from tests.conftest import (
     doit,
     new_workspace,
     read_manifests,
+    server_info,
     stop_servers,
 )
 
@@ -99,7 +100,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[list[o
     ws = new_workspace(tmp_path_factory.mktemp("reference") / "ws", FILES)
     result = doit(ws, "export")
     assert result.returncode == 0, result.stdout + result.stderr
-    stop_servers(ws)
+    stop_servers()
     return reproducible(ws)
 
 
@@ -168,10 +169,9 @@ def _victim(kind: str, doit_pid: int, ws: Path) -> int | None:
     if kind == "worker":
         return next((p for p in _children(doit_pid) if "rules.execution.worker" in _cmdline(p)),
                     None)
-    info = ws / ".rules_keras/server/tensorflow.json"
-    try:
-        server = int(json.loads(info.read_text())["pid"])
-    except (OSError, ValueError, KeyError):
+    info = server_info()
+    server = info.get("pid") if info else None
+    if not isinstance(server, int):
         return None
     if kind == "server":
         return server
@@ -209,7 +209,7 @@ def test_kill_9_at_a_random_moment_leaves_nothing_wrong(
         _record(f"kill -9 {kind}", "hung")
         pytest.fail(f"doit hung after {kind} pid {killed} was killed")
     outcome = _verify(ws, cache, reference)
-    stop_servers(ws)
+    stop_servers()
     _record(f"kill -9 {kind}", outcome if killed is not None or outcome != "ok" else "ok")
     assert outcome == "ok", f"after killing the {kind} (pid {killed}): {outcome}"
 
@@ -236,7 +236,7 @@ def test_concurrent_builds_and_gc_build_each_target_once(
             pytest.fail(out + err)
         built += counts(subprocess.CompletedProcess([], 0, out, err))["built"]
     outcome = "built twice" if built != TARGETS else _verify(ws, cache, reference)
-    stop_servers(ws)
+    stop_servers()
     _record("3 concurrent builds + gc", outcome)
     assert gc.returncode == 0 and outcome == "ok", outcome
 
@@ -309,7 +309,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ws = new_workspace(base / "ws", FILES)
     result = doit(ws, "export", env={"RULES_KERAS_CACHE_DIR": str(base / "cache")})
     assert result.returncode == 0, result.stdout + result.stderr
-    stop_servers(ws)
+    stop_servers()
     return ws, base / "cache"
 
 
@@ -321,10 +321,9 @@ def test_tampering_is_repaired_and_never_published(
     ws, cache = tmp_path / "ws", tmp_path / "cache"
     subprocess.run(["cp", "-a", str(built_once[0]), str(ws)], check=True)
     subprocess.run(["cp", "-a", str(built_once[1]), str(cache)], check=True)
-    subprocess.run(["rm", "-rf", str(ws / ".rules_keras/server")], check=True)
     TAMPERINGS[tampering](ws, cache)
     outcome = _verify(ws, cache, reference)
-    stop_servers(ws)
+    stop_servers()
     _record(f"tamper: {tampering}", outcome)
     assert outcome == "ok", f"{tampering}: {outcome}"
 
@@ -363,6 +362,6 @@ def test_a_hostile_remote_never_gets_wrong_bytes_published_or_kept(
         outcome = "silent"
     else:
         outcome = _verify(ws, cache, reference)
-    stop_servers(ws)
+    stop_servers()
     _record(f"hostile remote: {mode}", outcome)
     assert outcome == "ok", f"{mode}: {outcome} ({elapsed:.0f}s)\n{result.stdout}{result.stderr}"

@@ -87,7 +87,7 @@ class NodeKeeper:
         # now must match what its jobs are sent with.
         current = fingerprint(self.backend, self.toolchain)
         _, pid = server_client.ensure_running(
-            self.paths, self.state, current, idle_timeout, worker_env(self.backend)
+            self.paths, current, idle_timeout, worker_env(self.backend)
         )
         return Prepared(self.toolchain, (), str(self.state), current, pid)
 

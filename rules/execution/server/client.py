@@ -20,6 +20,7 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
+import rules
 from rules.core.fsio import pid_alive
 from rules.execution.protocol import JobRequest, JobResult
 from rules.execution.server.protocol import (
@@ -144,13 +145,13 @@ def run(paths: ServerPaths, root: Path, fingerprint: str, idle_timeout: float,
                 raise ServerLost(f"unexpected reply {reply!r}", child)
 
 
-def ensure_running(paths: ServerPaths, root: Path, fingerprint: str, idle_timeout: float,
+def ensure_running(paths: ServerPaths, fingerprint: str, idle_timeout: float,
                    env: dict[str, str]) -> tuple[str, int]:
     """Make sure a server with our fingerprint listens; returns (how, pid).
 
     `how` is "warm" (it was running), "started", or "restarted" (one with
-    another toolchain was stopped first). A file lock makes concurrent builds
-    start one server between them.
+    another toolchain was retired first). A file lock makes concurrent builds,
+    of any workspaces, start one server between them.
     """
     try:
         with FileLock(str(paths.lock), timeout=START_TIMEOUT):
@@ -159,29 +160,36 @@ def ensure_running(paths: ServerPaths, root: Path, fingerprint: str, idle_timeou
             if status is not None:
                 if status.get("fingerprint") == fingerprint:
                     return "warm", int(status["pid"])
-                _stop(paths)
+                _retire(paths)
                 how = "restarted"
             else:
                 clean_stale(paths)
-            return how, _spawn(paths, root, idle_timeout, env)
+            return how, _spawn(paths, idle_timeout, env)
     except FileLockTimeout as err:
         raise ServerUnavailable(f"another build holds {paths.lock}") from err
     except OSError as err:
         raise ServerUnavailable(f"{type(err).__name__}: {err}") from err
 
 
-def _spawn(paths: ServerPaths, root: Path, idle_timeout: float, env: dict[str, str]) -> int:
-    """Start a detached server and wait until it listens."""
+def _spawn(paths: ServerPaths, idle_timeout: float, env: dict[str, str]) -> int:
+    """Start a detached server and wait until it listens.
+
+    Its working folder is the one holding the rules package: `python -m`
+    puts it first on sys.path, so the server imports the rules that this
+    client runs (the environment key names that folder), and never the
+    starting workspace, whose code it must not see (server.main drops it).
+    """
     if paths.log.exists() and paths.log.stat().st_size > LOG_LIMIT:
         os.replace(paths.log, paths.log.with_name(paths.log.name + ".1"))
     with open(paths.log, "ab") as log:
         # Its own session and no inherited pipes: it must outlive this build
         # and never hold a caller's stdout open (a CI step waits for EOF).
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rules.execution.server", str(root), str(paths.folder.parent),
+            [sys.executable, "-m", "rules.execution.server", str(paths.folder), paths.name,
              paths.backend, repr(idle_timeout)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=root, env=env, start_new_session=True, close_fds=True,
+            cwd=Path(rules.__file__).resolve().parent.parent, env=env,
+            start_new_session=True, close_fds=True,
         )
     _spawned.append(proc)
     deadline = time.monotonic() + START_TIMEOUT
@@ -243,6 +251,19 @@ def stop(paths: ServerPaths) -> int | None:
         # A build is stuck starting one (or the lock is out of reach): stop
         # what runs, without cleaning up after it.
         return _stop(paths, clean=False)
+
+
+def _retire(paths: ServerPaths) -> None:
+    """Replace a stale server gently: it frees its name at once, finishes its running jobs
+    (another workspace's, perhaps) and exits. One that does not answer is stopped."""
+    try:
+        with _connect(paths, STOP_TIMEOUT) as sock:
+            send(sock, {"op": "retire"})
+            reply = LineReader(sock).read()
+    except (OSError, ValueError):
+        reply = None
+    if reply is None or reply.get("type") != "retiring":
+        _stop(paths)
 
 
 def _stop(paths: ServerPaths, *, clean: bool = True) -> int | None:

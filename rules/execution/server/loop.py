@@ -4,6 +4,9 @@ While no job runs, the loop keeps one spare child that has run a warm-up export 
 built-in model (server.child): the next job goes to it and skips the runtime's first-use
 costs, 0.15 s of a 0.4 s export here. Spares are only made after a second without jobs,
 so a busy build does not pay for them.
+
+Nothing here belongs to one workspace: each request brings its root, environment and
+idle timeout, so the server is shared by every workspace of its environment.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rules.execution.protocol import JobResult, encode
 from rules.execution.server.child import describe, run_child, run_spare
+from rules.execution.server.process import inode, log, thread_count
 from rules.execution.server.protocol import MAX_MESSAGE, ServerPaths, send
+from rules.execution.server.workspaces import Workspaces
 
 TICK = 0.5
 # A busy build's loop idles a moment between jobs; a spare's warm-up then competes.
@@ -47,12 +51,9 @@ class _Child:
     conn: _Conn | None
     label: str
     started: float
+    root: str = ""
     ready: bool = True
     output: bytearray = field(default_factory=bytearray)
-
-
-def log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{os.getpid()}] {message}", flush=True)
 
 
 class Server:
@@ -70,6 +71,7 @@ class Server:
         self.started = time.time()
         self.last_active = time.monotonic()
         self.jobs = 0
+        self.workspaces = Workspaces()
         self.conns: set[_Conn] = set()
         self.children: dict[int, _Child] = {}
         self.spare: _Child | None = None
@@ -78,8 +80,8 @@ class Server:
         self.exit_reason = ""
         self.signalled = False
         self.stopped = 0.0
-        self.threads = _thread_count()
-        self.inode = _inode(paths.socket)
+        self.threads = thread_count()
+        self.inode = inode(paths.socket)
         self.selector = selectors.DefaultSelector()
         self.selector.register(listener, selectors.EVENT_READ, None)
         # The handler only sets a flag: it may run in the middle of any
@@ -113,7 +115,7 @@ class Server:
                 with contextlib.suppress(OSError):
                     os.kill(self.spare.pid, signal.SIGKILL)
             return
-        if _inode(self.paths.socket) != self.inode:
+        if inode(self.paths.socket) != self.inode:
             self.stop("the socket was removed or replaced", kill=False)
         elif (
             not self.children
@@ -126,7 +128,7 @@ class Server:
             and self.spare is None
             and not self.children
             and time.monotonic() - self.last_active > SPARE_AFTER_IDLE
-            and _thread_count() <= self.threads
+            and thread_count() <= self.threads
         ):
             self.spare = self._fork(None, None)
 
@@ -200,10 +202,12 @@ class Server:
         if op == "status":
             self._reply(conn, {"type": "status", **self.status()})
             self._close(conn)
-        elif op == "stop":
-            self._reply(conn, {"type": "stopping", "pid": self.pid})
+        elif op in ("stop", "retire"):
+            # Files first: once the client reads the reply, a successor may
+            # bind. Retiring lets the running jobs (another workspace's) end.
+            self.stop(f"asked to {op}", kill=op == "stop")
+            self._reply(conn, {"type": "stopping" if op == "stop" else "retiring", "pid": self.pid})
             self._close(conn)
-            self.stop("asked to stop", kill=True)
         elif op == "run":
             self._run(conn, request)
         else:
@@ -238,6 +242,8 @@ class Server:
             "fingerprint": self.fingerprint,
             "started": self.started,
             "jobs": self.jobs,
+            "workspaces": self.workspaces.to_json(),
+            "workspace_modules": self.workspaces.modules_loaded(),
             "running": sorted(c.label for c in self.children.values()),
             "idle_timeout": self.idle_timeout,
             "idle_for": 0.0 if self.children else round(now - self.last_active, 1),
@@ -253,7 +259,7 @@ class Server:
             refusal = "retiring"
         elif request.get("fingerprint") != self.fingerprint:
             refusal = "toolchain"
-        elif _thread_count() > self.threads:
+        elif thread_count() > self.threads:
             # Something started threads in this process; a child forked now
             # could inherit a held lock. Hand over to a fresh server. (Fewer
             # is fine: OpenBLAS ends its pool at the first fork.)
@@ -268,6 +274,7 @@ class Server:
                 log(f"refused a job ({refusal}); retiring so a fresh server can take over")
                 self.stop(f"refused a job: {refusal}", kill=False)
             return
+        # Each workspace may set its own; the latest job's holds until the next.
         with contextlib.suppress(TypeError, ValueError):
             self.idle_timeout = float(request.get("idle_timeout", self.idle_timeout))
         spare, self.spare = self.spare, None
@@ -289,7 +296,8 @@ class Server:
             os.close(fd)
         conn.fds.clear()
         child.conn, child.label = conn, str(request["job"].get("label"))
-        child.started = time.monotonic()
+        child.started, child.root = time.monotonic(), str(request["root"])
+        self.workspaces.add(child.root)
         conn.child = child
         self.children[child.pid] = child
         self.jobs += 1
@@ -369,13 +377,13 @@ class Server:
             return
         result = JobResult.from_wire(json.loads(line))
         log(f"{child.label}: {'ok' if result.ok else result.error_kind} in {seconds:.2f}s "
-            f"(pid {child.pid})")
+            f"(pid {child.pid}, {child.root})")
         if child.conn is not None:
             self._reply(child.conn, {"type": "result", "result": json.loads(line)})
             self._close(child.conn)
 
     def _remove_files(self) -> None:
-        if _inode(self.paths.socket) == self.inode:
+        if inode(self.paths.socket) == self.inode:
             self.paths.socket.unlink(missing_ok=True)
         try:
             owner = json.loads(self.paths.info.read_text()).get("pid")
@@ -384,17 +392,3 @@ class Server:
         if owner == self.pid:
             self.paths.info.unlink(missing_ok=True)
 
-
-def _thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return 0
-
-
-def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)

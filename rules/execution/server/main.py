@@ -1,16 +1,18 @@
 """The export server: a process with one backend imported that forks a fresh child per job.
 
-    python -m rules.execution.server <workspace> <state folder> <backend> <idle seconds>
+    python -m rules.execution.server <folder> <name> <backend> <idle seconds>
 
 The parent imports Keras, TensorFlow (and JAX) but never runs an op and never
 imports user code: TensorFlow's eager context and JAX's XLA client start
 thread pools, and a child forked after that deadlocks (measured: both hang in
 their first op). So every job gets a child that starts from the state of a
 fresh worker whose imports are already done, imports the model code from disk
-and exits; nothing leaks from one export to the next. Clients reach it over an
-AF_UNIX socket in the workspace's .rules_keras/server/ folder; see
-rules.execution.server.client. It exits when idle, when its socket is removed,
-on `stop` and on SIGTERM, and refuses jobs whose toolchain fingerprint differs.
+and exits; nothing leaks from one export to the next, nor from one workspace
+to another: it serves every workspace of its environment. Clients reach it
+over an AF_UNIX socket, <folder>/<name>.sock, in the per-user runtime folder
+(see rules.execution.server.runtime and .client). It exits when idle, when its
+socket is removed, on `stop`, `retire` and SIGTERM, and refuses jobs whose
+toolchain fingerprint differs.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ from pathlib import Path
 from rules.core.errors import RulesError
 from rules.core.fsio import write_json
 from rules.core.toolchain import detect
-from rules.execution.server.loop import Server, log
-from rules.execution.server.protocol import ServerPaths, fingerprint, server_paths, socket_address
+from rules.execution.server.loop import Server
+from rules.execution.server.process import log
+from rules.execution.server.protocol import (
+    ServerPaths,
+    fingerprint,
+    private_folder,
+    socket_address,
+)
 
 
 def preload(backend: str) -> None:
@@ -58,22 +66,29 @@ def bind(paths: ServerPaths) -> socket.socket:
 
 
 def main(argv: list[str]) -> int:
-    root, state = Path(argv[1]).resolve(), Path(argv[2]).resolve()
+    folder, name = Path(argv[1]), argv[2]
     backend, idle_timeout = argv[3], float(argv[4])
-    # Only children import model code, each from disk; this process must not
-    # even be able to import it by accident.
-    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != root]
+    # `python -m` put our working folder first on sys.path: the one holding
+    # the rules package (client._spawn), already imported. Only children
+    # import model code, each from its own workspace; this process must not
+    # even be able to import any by accident.
+    if sys.path and sys.path[0] == os.getcwd():
+        del sys.path[0]
     os.chdir("/")
     try:
-        paths = server_paths(state, backend)
-        fp = fingerprint(backend, detect(state / "toolchain.json").to_json())
+        paths = ServerPaths(private_folder(folder), name, backend)
+        # No cache file: it would be one workspace's, and 0.1 s once per
+        # server start is nothing next to the backend's import.
+        fp = fingerprint(backend, detect().to_json())
         # The client that started us holds the start lock and cleaned up; bind
         # before the slow imports so that requests queue instead of failing.
         listener = bind(paths)
-        write_json(paths.info, {"pid": os.getpid(), "backend": backend, "root": str(root),
-                                "fingerprint": fp, "started": time.time()}, durable=False)
+        write_json(paths.info, {"pid": os.getpid(), "backend": backend, "fingerprint": fp,
+                                "executable": sys.executable,
+                                "pythonpath": os.environ.get("PYTHONPATH", ""),
+                                "started": time.time()}, durable=False)
     except (OSError, RulesError) as err:
-        log(f"cannot listen in {state / 'server'}: {err}")
+        log(f"cannot listen in {folder}: {err}")
         return 1
     started = time.perf_counter()
     try:

@@ -42,50 +42,66 @@ class ServerFolderError(RulesError):
 
 @dataclass(frozen=True)
 class ServerPaths:
-    """The files of one backend's server in <workspace>/.rules_keras/server/."""
+    """The files of one server: <folder>/<name>.{sock,json,log,lock}.
+
+    Shared servers live in the per-user runtime folder under a name keyed by
+    their environment (rules.execution.server.runtime); a Ray node keeper's
+    live in its state folder under the backend's name (server_paths).
+    """
 
     folder: Path
+    name: str
     backend: str
 
     @property
     def socket(self) -> Path:
-        return self.folder / f"{self.backend}.sock"
+        return self.folder / f"{self.name}.sock"
 
     @property
     def info(self) -> Path:
-        """JSON written by the server once it listens: pid, fingerprint, root, start time."""
-        return self.folder / f"{self.backend}.json"
+        """JSON written by the server once it listens: pid, fingerprint, start time."""
+        return self.folder / f"{self.name}.json"
 
     @property
     def log(self) -> Path:
-        return self.folder / f"{self.backend}.log"
+        return self.folder / f"{self.name}.log"
 
     @property
     def lock(self) -> Path:
         """Held by a client while it checks, cleans up or starts the server."""
-        return self.folder / f"{self.backend}.lock"
+        return self.folder / f"{self.name}.lock"
+
+
+def private_folder(folder: Path) -> Path:
+    """Make `folder` (and its parents) exist, owned by this user and mode 0700; return it.
+
+    The socket accepts jobs that run arbitrary model code as this user, so
+    nobody else may reach it: the folder's mode is what guards it. lstat, so
+    that a symlink planted in a shared /tmp is refused, not followed.
+    """
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError as err:
+        raise ServerFolderError(f"cannot create {folder}: {err}") from err
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ServerFolderError(
+            f"{folder} must be a folder owned by this user; remove it and build again"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        try:
+            os.chmod(folder, 0o700)
+        except OSError as err:
+            raise ServerFolderError(f"cannot make {folder} owner-only: {err}") from err
+    return folder
 
 
 def server_paths(state: Path, backend: str, *, create: bool = True) -> ServerPaths:
-    """The backend's server files; with `create`, the folder is made owner-only (0700).
-
-    The socket accepts jobs that run arbitrary model code as this user, so
-    nobody else may reach it: the folder's mode is what guards it.
-    """
+    """A server kept in a state folder (a Ray node keeper's): <state>/server/<backend>.*."""
     folder = state / SERVER_DIR
     if create:
-        try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = os.lstat(folder)
-        except OSError as err:
-            raise ServerFolderError(f"cannot create {folder}: {err}") from err
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            raise ServerFolderError(
-                f"{folder} must be a folder owned by this user; remove it and build again"
-            )
-        if stat.S_IMODE(info.st_mode) != 0o700:
-            os.chmod(folder, 0o700)
-    return ServerPaths(folder, backend)
+        private_folder(folder)
+    return ServerPaths(folder, backend, backend)
 
 
 def fingerprint(backend: str, toolchain: Mapping[str, object]) -> str:

@@ -10,14 +10,19 @@ from pathlib import Path
 from rules.core.fsio import discard
 from rules.execution.protocol import JobRequest, JobResult
 from rules.execution.server import client as server_client
-from rules.execution.server.protocol import ServerPaths, fingerprint, server_paths
+from rules.execution.server.protocol import ServerPaths, fingerprint
+from rules.execution.server.runtime import shared_paths
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How to reach the workspace's export servers; None in the pool means never."""
+    """How to use this environment's export servers; None in the pool means never.
 
-    state: Path
+    They are shared by every workspace (rules.execution.server.runtime), so
+    nothing here names this one: its root travels with each job.
+    """
+
+    # The workspace's setting; it becomes the server's until another job's.
     idle_timeout: float
     # The action key's toolchain section, computed only when a job needs a server.
     toolchain: Callable[[], Mapping[str, object]]
@@ -73,11 +78,9 @@ class ServerRoute:
                 return self._servers[backend]
             found: tuple[ServerPaths, str] | None = None
             try:
-                paths = server_paths(self._config.state, backend)
+                paths = shared_paths(backend)
                 fp = fingerprint(backend, self._config.toolchain())
-                how, pid = server_client.ensure_running(
-                    paths, self._root, fp, self._config.idle_timeout, env
-                )
+                how, pid = server_client.ensure_running(paths, fp, self._config.idle_timeout, env)
                 found = (paths, fp)
                 self._notice(_started_message(backend, how, pid, self._config.idle_timeout))
             except Exception as err:  # an optimisation: nothing about it may fail a build
