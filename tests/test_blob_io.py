@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.cache import CacheCorrupt, CacheError, LocalCache, scan_tree
-from rules.cache import blob_io
+from rules.cache import CacheCorrupt, CacheError, LocalCache, blob_io, scan_tree
 from rules.core import fsio
 
 KEY = "3" * 64
