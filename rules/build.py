@@ -13,7 +13,6 @@ import dataclasses
 import socket
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -30,6 +29,7 @@ from rules.core.formats import EXPORT_FORMATS, expected
 from rules.core.fsio import discard
 from rules.core.hashing import sha256_bytes
 from rules.core.toolchain import Toolchain, detect
+from rules.execution import output_digests
 from rules.execution.protocol import JobRequest, JobResult
 from rules.loading.build_files import load_workspace
 from rules.loading.labels import Label
@@ -53,7 +53,7 @@ CORRUPT_REASON = "cache entry corrupt; rebuilt"
 Status = Literal["built", "restored", "up to date"]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Outcome:
     """How a target finished: built, restored (from a cache) or up to date."""
 
@@ -65,7 +65,7 @@ class Outcome:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Check:
     """What the up-to-date check found for one target; build() acts on it, deciding nothing twice.
 
@@ -327,7 +327,7 @@ class BuildSession:
             unchanged = self.key(action).digest == key.digest
         except InputMissing:
             unchanged = False
-        files, dirs = scan_tree(staged)
+        files, dirs = scan_tree(staged, output_digests.known(result.hashed))
         if not unchanged:
             # The artifact may mix old and new inputs: publish it so the user
             # sees the result, but keep it out of the cache, and record the old

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from rules.core.digests import file_stamp
 from rules.core.errors import CacheError
 from rules.core.hashing import sha256_file
 
@@ -104,16 +106,21 @@ def walk_tree(root: Path) -> tuple[list[tuple[str, Path, os.stat_result]], list[
     return files, empty_dirs
 
 
-def scan_tree(root: Path) -> tuple[tuple[FileEntry, ...], tuple[str, ...]]:
+def scan_tree(
+    root: Path, known: Mapping[str, tuple[list[int | str], str]] | None = None
+) -> tuple[tuple[FileEntry, ...], tuple[str, ...]]:
     """Hash every regular file under `root` and list its empty directories, both sorted.
 
     `root` may also be a single regular file: the result is then one entry
     named after the file and no directories. Symlinks and special files are
     refused (CacheError) because a cache entry could not reproduce them.
+    `known` maps a relative path to (file_stamp, sha256) from whoever hashed
+    it before (the job, while it verified): a file with that exact stamp is
+    not read again.
     """
     st = os.lstat(root)
     if stat.S_ISREG(st.st_mode):
-        return (_file_entry(root, root.name, st),), ()
+        return (_file_entry(root, root.name, st, known),), ()
     if not stat.S_ISDIR(st.st_mode):
         raise CacheError(f"cannot cache {root}: it is neither a regular file nor a directory")
     try:
@@ -123,14 +130,17 @@ def scan_tree(root: Path) -> tuple[tuple[FileEntry, ...], tuple[str, ...]]:
             f"cannot cache {root}: {err} is a symlink or special file; "
             "artifacts must contain only regular files and directories"
         ) from None
-    entries = tuple(_file_entry(path, rel, file_st) for rel, path, file_st in files)
+    entries = tuple(_file_entry(path, rel, file_st, known) for rel, path, file_st in files)
     return entries, tuple(empty_dirs)
 
 
-def _file_entry(path: Path, rel: str, st: os.stat_result) -> FileEntry:
-    # The size comes from stat, not from the read: `store` re-hashes while it
-    # copies into CAS and refuses a file that changed in between.
+def _file_entry(path: Path, rel: str, st: os.stat_result,
+                known: Mapping[str, tuple[list[int | str], str]] | None) -> FileEntry:
+    # The size comes from stat, not from the read: `store` refuses a file
+    # whose size or mtime moved after this scan.
+    hashed = known.get(rel) if known else None
     try:
-        return FileEntry(rel, sha256_file(path), st.st_size, stat.S_IMODE(st.st_mode) & MODE_MASK)
+        sha256 = hashed[1] if hashed and hashed[0] == file_stamp(st) else sha256_file(path)
+        return FileEntry(rel, sha256, st.st_size, stat.S_IMODE(st.st_mode) & MODE_MASK)
     except InvalidEntry as error:
         raise CacheError(f"cannot cache {path}: {error}") from error

@@ -59,6 +59,9 @@ class JobResult:
     error_kind: str = ""
     message: str = ""
     details: str = ""
+    # [path, stat stamp, sha256] of each artifact file, hashed while the job
+    # verified it (rules.execution.output_digests); not part of the record.
+    hashed: tuple[Any, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -67,16 +70,19 @@ class JobResult:
             "error_kind": self.error_kind,
             "message": self.message,
             "details": self.details,
+            "hashed": list(self.hashed),
         }
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> JobResult:
+        hashed = data.get("hashed")
         return cls(
             ok=bool(data["ok"]),
             record=dict(data.get("record") or {}),
             error_kind=str(data.get("error_kind", "")),
             message=str(data.get("message", "")),
             details=str(data.get("details", "")),
+            hashed=tuple(hashed) if isinstance(hashed, list) else (),
         )
 
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any
 from rules.core import faults
 from rules.core.backends import BACKENDS
 from rules.core.job import DeclaredInputs, ExportJob
-from rules.execution import audit
+from rules.execution import audit, output_digests
 from rules.execution.failures import JobFailure, user_traceback
 from rules.execution.job_output import captured
 from rules.execution.protocol import JobRequest, JobResult, decode, encode
@@ -68,6 +68,7 @@ def _run(request: JobRequest) -> JobResult:
         )
     finally:
         recording = audit.end() if request.declared is not None else None
+        hashed = output_digests.collect(request.out)
     if recording is not None and request.declared is not None:
         problems = _undeclared(recording, request.declared, request.out)
         if problems and not job.warn_undeclared_inputs:
@@ -80,7 +81,7 @@ def _run(request: JobRequest) -> JobResult:
             record["warnings"] = [*record.get("warnings", ()),
                                   *(f"{job.label}: {p}" for p in problems)]
     record["seconds"] = round(time.perf_counter() - started, 3)
-    return JobResult(True, record)
+    return JobResult(True, record, hashed=tuple(hashed))
 
 
 def _undeclared(recording: audit.Recording, declared: DeclaredInputs, out: str) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 from rules.core.faults import pause_point
 from rules.core.job import ExportJob
 from rules.core.specs import Endpoint
+from rules.execution import output_digests
 from rules.execution.failures import JobFailure, user_traceback
 from rules.execution.formats.common import (
     call_endpoint,
@@ -64,6 +65,7 @@ def export(job: ExportJob, out: str, adapter: Adapter) -> dict[str, Any]:
         except Exception as err:
             raise export_failed(job.format, err) from err
     pause_point("export")
+    output_digests.written(out)
     try:
         opened = adapter.open(out, ep)
         verification, warnings = verify(job, model, ep, opened, sampled)

@@ -8,6 +8,7 @@ from typing import Any
 from rules.core.faults import pause_point
 from rules.core.job import ExportJob
 from rules.core.specs import Endpoint
+from rules.execution import output_digests
 from rules.execution.failures import JobFailure, import_ref, user_traceback
 from rules.execution.formats.common import default_endpoint, first_line, layer, tf_specs
 from rules.execution.model_loading import build_model
@@ -58,6 +59,7 @@ def export(job: ExportJob, out: str) -> dict[str, Any]:
         ) from err
 
     pause_point("export")
+    output_digests.written(out)
     reloaded = tf.saved_model.load(out)
     reloaded_fns = {ep.name: getattr(reloaded, ep.name) for ep in endpoints}
     try:
