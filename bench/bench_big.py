@@ -130,7 +130,10 @@ def one_run(ws: Path, scratch: Path, server: str) -> dict[str, float]:
     for path in (ws / "artifacts", ws / ".rules_keras", cache / "ac", cache / "cas",
                  scratch / "keras", scratch / "cp"):
         shutil.rmtree(path, ignore_errors=True)
-    env = subprocess_env(RULES_KERAS_CACHE_DIR=str(cache), RULES_KERAS_SERVER=server)
+    # A runtime folder of its own: the servers it starts and stops are its own, not the
+    # machine's shared one (rules.execution.server.runtime).
+    env = subprocess_env(RULES_KERAS_CACHE_DIR=str(cache), RULES_KERAS_SERVER=server,
+                         RULES_KERAS_RUNTIME_DIR=str(scratch / "run"))
     weights = ws / PACKAGE / "big" / "model.weights.h5"
     times = {"keras": python(ws, _KERAS_EXPORT, str(weights), str(scratch / "keras"))}
     try:
