@@ -1,9 +1,8 @@
 """A build session: decides what is up to date, runs jobs in workers and publishes results.
 
-Independent of doit: the doit boundary (rules.workspace) only turns these
-methods into task dicts. Correctness never depends on doit's DB: up-to-date
-means the manifest beside the artifact records the current action key and the
-artifact's files are intact.
+Independent of doit: rules.workspace only turns these methods into task dicts.
+Correctness never depends on doit's DB: up-to-date means the manifest beside the
+artifact records the current action key and the artifact's files are intact.
 """
 
 from __future__ import annotations
@@ -48,8 +47,6 @@ if TYPE_CHECKING:
 STATE_DIR = ".rules_keras"
 # The reason a target is built when its cache entry was found wrong (issue 15 §7).
 CORRUPT_REASON = "cache entry corrupt; rebuilt"
-
-
 Status = Literal["built", "restored", "up to date"]
 
 
@@ -89,8 +86,7 @@ class BuildSession:
 
     def __init__(self, root: Path, verbose: bool = False) -> None:
         self.root = root
-        # doit -v 2: the per-target details and each job's log on the console.
-        self.verbose = verbose
+        self.verbose = verbose  # doit -v 2: per-target details and each job's log
         self.state = root / STATE_DIR
         self.state.mkdir(exist_ok=True)
         self.settings = config.load(root)
@@ -103,14 +99,13 @@ class BuildSession:
         self.graph: BuildGraph = analyse(
             root, load_workspace(root, self.state / "build_code.marshal"), policy)
         self.actions: dict[Label, Action] = {a.label: a for a in self.graph.actions}
-        # The cache, the workers and the Ray executor are made on first use: a
-        # no-op build needs none of them, and importing them costs it 40 ms.
+        self.selected: frozenset[str] | None = None  # what doit's command line asks for; None: all
+        # Made on first use: a no-op needs none of them, and their imports cost it 40 ms.
         self._caches: CacheUse | None = None
         self._pool: WorkerPool | None = None
         self._remote: RayExecutor | None = None
         self._machinery = threading.Lock()
-        # doit asks is_up_to_date() and then runs build() for the same target;
-        # the Check travels between the two calls here.
+        # The Check of is_up_to_date(), kept for the build() of the same target.
         self._checks: dict[Label, Check] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -132,13 +127,18 @@ class BuildSession:
                 from rules.execution.pool import ServerConfig, WorkerPool
 
                 server = ServerConfig(self.settings.server_idle_timeout,
-                                      lambda: self.toolchain.to_json()) if self.settings.server \
-                    else None
+                                      lambda: self.toolchain.to_json(),
+                                      self._never_built) if self.settings.server else None
                 self._pool = WorkerPool(self.root, on_start=self._worker_started, server=server,
                                         on_notice=self._notice,
                                         hidden_env=self.settings.header_vars,
                                         log_dir=self.state / "workers")
             return self._pool
+
+    def _never_built(self, backend: str) -> int:
+        return sum(not manifest_io.manifest_path(self.artifact(a)).exists()
+                   for a in self.graph.actions if a.backend == backend
+                   and (self.selected is None or str(a.label) in self.selected))
 
     @property
     def remote(self) -> RayExecutor | None:

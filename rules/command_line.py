@@ -94,3 +94,15 @@ def aliases(words: Iterable[str], tasks: Collection[str], labels: Iterable[Label
                 f"task of that name. Did you mean " + " or ".join(map(repr, matches)) + "?"
             )
     return found
+
+
+def selected_labels(words: Sequence[str], found: Iterable[Alias],
+                    labels: Iterable[Label]) -> frozenset[str] | None:
+    """The targets the command line names (patterns, relative or exact labels), without their
+    dependencies; None when it asks for all of them (`export`, or no word at all)."""
+    if not words or "export" in words:
+        return None
+    by_word = {alias.word: alias.labels for alias in found}
+    names = {str(label) for label in labels}
+    chosen = {str(label) for word in words for label in by_word.get(word, ())}
+    return frozenset(chosen | (names & set(words)))

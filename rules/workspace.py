@@ -80,13 +80,14 @@ class Workspace:
         labels += [Label.parse(f.name) for f in self.session.graph.failures
                    if f.name.startswith("//")]
         cwd = Path(doit.get_initial_workdir() or Path.cwd())
+        words = command_line.selected_words(sys.argv[1:])
         try:
-            found = command_line.aliases(command_line.selected_words(sys.argv[1:]), set(tasks),
-                                         labels, self.root, cwd, takes_rest)
+            found = command_line.aliases(words, set(tasks), labels, self.root, cwd, takes_rest)
         except PatternError as err:
             # doit would say only "Invalid parameter"; this names the closest targets.
             print(f"rules_keras: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        self.session.selected = command_line.selected_labels(words, found, labels)
         for alias in found:
             deps = [str(label) for label in alias.labels]
             yield {"basename": alias.word, "doc": "the targets " + ", ".join(deps),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.command_line import aliases, selected_words
+from rules.command_line import aliases, selected_labels, selected_words
 from rules.loading.labels import Label
 from rules.loading.patterns import PatternError
 
@@ -60,3 +60,15 @@ def test_an_unknown_label_suggests_the_closest() -> None:
     with pytest.raises(PatternError, match=r"no target 'e22' in package '//models/vision/a' "
                                            r"\(//models/vision/a:e22\).*Did you mean '"):
         _names(["e22"], cwd="models/vision/a")
+
+
+def test_the_selected_labels_are_what_the_words_name_or_all() -> None:
+    # What a cold build's size is counted over (the server's route, BENCHMARKS section 8).
+    def chosen(words: list[str]) -> frozenset[str] | None:
+        found = aliases(words, TASKS, LABELS, Path("/ws"), Path("/ws"))
+        return selected_labels(words, found, LABELS)
+
+    assert chosen([]) is None and chosen(["export"]) is None
+    assert chosen(["//models/vision/...", "//lib:w"]) == {
+        "//models/vision/a:e", "//models/vision/a:e2", "//models/vision/b:e", "//lib:w"}
+    assert chosen(["cache_gc"]) == frozenset()

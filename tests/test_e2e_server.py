@@ -20,6 +20,7 @@ from rules.execution.pool import WORKERS_AFTER
 from rules.execution.protocol import JobRequest
 from rules.execution.server import client as server_client
 from rules.execution.server.protocol import ServerPaths
+from rules.execution.server.route import COLD_BUILD
 from rules.execution.server.runtime import servers_in, shared_paths
 from tests.conftest import (
     TINY_MODELS,
@@ -450,20 +451,26 @@ def test_exports_and_spares_leave_nothing_in_tmpdir(ws: Path, tmp_path: Path) ->
     assert sorted(p.name for p in tmp.iterdir()) == []
 
 
-def test_a_big_build_hands_over_to_per_build_workers(ws: Path) -> None:
-    # A forked child pays the runtime's first use on every export; past
-    # WORKERS_AFTER jobs, per-build workers (warmed in the background) are cheaper.
-    # And a busy server makes no spare: its warm-up would compete with the jobs.
-    extra = WORKERS_AFTER + 8
-    for i in range(extra):
+def _add_targets(ws: Path, n: int) -> None:
+    for i in range(n):
         write_tree(ws, {f"q{i:02d}/BUILD.py": HEADER + (
             'keras_model(name="m", factory="lib.model:small", weights="small.weights.h5")\n'
             'keras_export(name="e", model=":m")\n'
         )})
         shutil.copy(ws / "p1/small.weights.h5", ws / f"q{i:02d}/small.weights.h5")
+
+
+def test_a_big_build_hands_over_to_per_build_workers(ws: Path) -> None:
+    # A forked child pays the runtime's first use on every export; past
+    # WORKERS_AFTER jobs, per-build workers (warmed in the background) are cheaper.
+    # And a busy server makes no spare: its warm-up would compete with the jobs.
+    first = _ok(doit(ws, "export"))
+    assert "started the tensorflow export server" in first.stderr
+    extra = WORKERS_AFTER + 8
+    _add_targets(ws, extra)
     result = _ok(doit(ws, "-n", "2", "export"))
-    assert summary(result) == f"{extra + 2} built, 0 restored, 0 up to date, 0 failed"
-    assert "started the tensorflow export server" in result.stderr
+    assert summary(result) == f"{extra} built, 0 restored, 2 up to date, 0 failed"
+    assert f"using the warm tensorflow export server (pid {_pid(ws)})" in result.stderr
     assert "starting a tensorflow worker" in result.stderr
     assert "warning" not in result.stderr
     # How many jobs the worker takes depends on when its import finishes.
@@ -471,4 +478,26 @@ def test_a_big_build_hands_over_to_per_build_workers(ws: Path) -> None:
     assert log.count(": ok in ") >= WORKERS_AFTER, log
     lines = log.splitlines()
     last_job = max(i for i, line in enumerate(lines) if ": ok in " in line)
-    assert not any("spare pid" in line for line in lines[:last_job]), log
+    spare_before_build = max((i for i, line in enumerate(lines[:last_job])
+                              if "//q" not in line and "spare pid" in line), default=-1)
+    first_q = min(i for i, line in enumerate(lines) if "//q" in line)
+    assert not any("spare pid" in line for line in lines[first_q:last_job]), log
+    assert spare_before_build < first_q
+
+
+def test_a_cold_build_of_many_targets_with_no_warm_server_uses_workers_alone(ws: Path) -> None:
+    # Starting a server for it would cost a cold build this size more than it
+    # saves (BENCHMARKS.md section 8): no server is started, and nothing warns.
+    _add_targets(ws, COLD_BUILD)
+    result = _ok(doit(ws, "-n", "2", "export"))
+    assert summary(result) == f"{COLD_BUILD + 2} built, 0 restored, 0 up to date, 0 failed"
+    assert (f"{COLD_BUILD + 2} tensorflow targets were never built here and no export server "
+            "is warm: building on per-build workers") in result.stderr
+    assert "export server (pid" not in result.stderr and "warning" not in result.stderr
+    assert "starting a tensorflow worker" in result.stderr
+    assert servers_in(_paths().folder) == []
+    # Once built, a change goes to a server again (started by that small build).
+    model = ws / "lib/model.py"
+    model.write_text(model.read_text().replace("VERSION = 1", "VERSION = 2"))
+    again = _ok(doit(ws, "//p1:e", "//p2:e"))
+    assert "started the tensorflow export server" in again.stderr

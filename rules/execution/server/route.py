@@ -26,6 +26,16 @@ class ServerConfig:
     idle_timeout: float
     # The action key's toolchain section, computed only when a job needs a server.
     toolchain: Callable[[], Mapping[str, object]]
+    # How many of this build's targets of a backend were never built here (no manifest).
+    never_built: Callable[[str], int] = lambda backend: 0
+
+
+# A cold build of this many never-built targets, with no server warm, runs on
+# per-build workers and starts no server: forked children pay the runtime's
+# first use on every export and the handover workers' imports then compete
+# with them (37 s against 23 s for 100 models at -n 2, BENCHMARKS.md section 8).
+# The pool hands a warm server's big builds over at the same count.
+COLD_BUILD = 16
 
 
 class ServerRoute:
@@ -80,6 +90,13 @@ class ServerRoute:
             try:
                 paths = shared_paths(backend)
                 fp = fingerprint(backend, self._config.toolchain())
+                cold = self._config.never_built(backend)
+                if cold >= COLD_BUILD and not _warm(paths, fp):
+                    self._notice(f"{cold} {backend} targets were never built here and no export "
+                                 "server is warm: building on per-build workers, which a cold "
+                                 "build this size finishes sooner")
+                    self._servers[backend] = None
+                    return None
                 how, pid = server_client.ensure_running(paths, fp, self._config.idle_timeout, env)
                 found = (paths, fp)
                 self._notice(_started_message(backend, how, pid, self._config.idle_timeout))
@@ -99,6 +116,12 @@ class ServerRoute:
                 self._notice(f"warning: the {backend} export server failed ({why}); "
                              "building with per-build workers")
             self._servers[backend] = None
+
+
+def _warm(paths: ServerPaths, fp: str) -> bool:
+    """Whether a server with our fingerprint answers now."""
+    status = server_client.request_status(paths)
+    return status is not None and status.get("fingerprint") == fp
 
 
 def _started_message(backend: str, how: str, pid: int, idle_timeout: float) -> str:
