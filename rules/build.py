@@ -128,17 +128,17 @@ class BuildSession:
 
                 server = ServerConfig(self.settings.server_idle_timeout,
                                       lambda: self.toolchain.to_json(),
-                                      self._never_built) if self.settings.server else None
+                                      self._cold) if self.settings.server else None
                 self._pool = WorkerPool(self.root, on_start=self._worker_started, server=server,
                                         on_notice=self._notice,
                                         hidden_env=self.settings.header_vars,
                                         log_dir=self.state / "workers")
             return self._pool
 
-    def _never_built(self, backend: str) -> int:
-        return sum(not manifest_io.manifest_path(self.artifact(a)).exists()
-                   for a in self.graph.actions if a.backend == backend
-                   and (self.selected is None or str(a.label) in self.selected))
+    def _cold(self, backend: str) -> int:
+        chosen = [a for a in self.graph.actions if a.backend == backend
+                  and (self.selected is None or str(a.label) in self.selected)]
+        return manifest_io.cold(map(self.artifact, chosen), self.toolchain.to_json())
 
     @property
     def remote(self) -> RayExecutor | None:

@@ -491,8 +491,8 @@ def test_a_cold_build_of_many_targets_with_no_warm_server_uses_workers_alone(ws:
     _add_targets(ws, COLD_BUILD)
     result = _ok(doit(ws, "-n", "2", "export"))
     assert summary(result) == f"{COLD_BUILD + 2} built, 0 restored, 0 up to date, 0 failed"
-    assert (f"{COLD_BUILD + 2} tensorflow targets were never built here and no export server "
-            "is warm: building on per-build workers") in result.stderr
+    assert (f"{COLD_BUILD + 2} tensorflow targets were never built with this toolchain and no "
+            "export server is warm: building on per-build workers") in result.stderr
     assert "export server (pid" not in result.stderr and "warning" not in result.stderr
     assert "starting a tensorflow worker" in result.stderr
     assert servers_in(_paths().folder) == []

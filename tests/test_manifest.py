@@ -12,7 +12,7 @@ from workspace_helpers import OLD, age, write
 from rules.core.digests import DigestCache
 from rules.core.files import scan_tree
 from rules.storage import manifest as manifest_io
-from rules.storage.manifest import Manifest, intact, manifest_path
+from rules.storage.manifest import Manifest, cold, intact, manifest_path
 
 
 def _artifact_dir(root: Path) -> Path:
@@ -166,3 +166,15 @@ def test_intact_for_a_file_artifact(tmp_path: Path, cache: DigestCache) -> None:
     assert intact(artifact, manifest, cache)
     artifact.write_bytes(b"WEIGHTS")
     assert not intact(artifact, manifest, cache)
+
+
+def test_a_cold_build_counts_missing_manifests_and_other_toolchains(tmp_path: Path) -> None:
+    # After a Keras upgrade every manifest records the old versions: all of them are cold.
+    now = {"python": "CPython 3.11.7", "keras": "keras==3.15.1"}
+    old = {**now, "keras": "keras==3.14.0"}
+    for name, toolchain in (("a", now), ("b", old)):
+        manifest_path(tmp_path / name).write_text(json.dumps({"inputs": {"toolchain": toolchain}}))
+    manifest_path(tmp_path / "c").write_text("not json")
+    artifacts = [tmp_path / n for n in ("a", "b", "c", "never")]
+    assert cold(artifacts, now) == 3
+    assert cold(artifacts[:1], now) == 0

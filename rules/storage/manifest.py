@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,17 @@ def read(artifact: Path) -> Manifest | None:
 def write(artifact: Path, manifest: Manifest) -> None:
     # Not fsynced: see publish(); a lost or stale manifest only means a rebuild.
     write_json(manifest_path(artifact), manifest.to_json(), durable=False)
+
+
+def cold(artifacts: Iterable[Path], toolchain: Mapping[str, object]) -> int:
+    """How many of `artifacts` have no manifest, or one built with another toolchain (after an
+    upgrade every target rebuilds): the size of a cold build, read from the manifests alone."""
+    count = 0
+    for artifact in artifacts:
+        data = read_json(manifest_path(artifact))
+        inputs = data.get("inputs") if isinstance(data, dict) else None
+        count += not isinstance(inputs, dict) or inputs.get("toolchain") != toolchain
+    return count
 
 
 def intact(artifact: Path, manifest: Manifest, digests: DigestCache) -> bool:

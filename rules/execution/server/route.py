@@ -26,11 +26,12 @@ class ServerConfig:
     idle_timeout: float
     # The action key's toolchain section, computed only when a job needs a server.
     toolchain: Callable[[], Mapping[str, object]]
-    # How many of this build's targets of a backend were never built here (no manifest).
-    never_built: Callable[[str], int] = lambda backend: 0
+    # How many of this build's targets of a backend are cold: never built here, or built
+    # with another toolchain (storage.manifest.cold).
+    cold: Callable[[str], int] = lambda backend: 0
 
 
-# A cold build of this many never-built targets, with no server warm, runs on
+# A cold build of this many targets, with no server of ours warm, runs on
 # per-build workers and starts no server: forked children pay the runtime's
 # first use on every export and the handover workers' imports then compete
 # with them (37 s against 23 s for 100 models at -n 2, BENCHMARKS.md section 8).
@@ -90,11 +91,10 @@ class ServerRoute:
             try:
                 paths = shared_paths(backend)
                 fp = fingerprint(backend, self._config.toolchain())
-                cold = self._config.never_built(backend)
-                if cold >= COLD_BUILD and not _warm(paths, fp):
-                    self._notice(f"{cold} {backend} targets were never built here and no export "
-                                 "server is warm: building on per-build workers, which a cold "
-                                 "build this size finishes sooner")
+                if not _warm(paths, fp) and (cold := self._config.cold(backend)) >= COLD_BUILD:
+                    self._notice(f"{cold} {backend} targets were never built with this toolchain "
+                                 "and no export server is warm: building on per-build workers, "
+                                 "which a cold build this size finishes sooner")
                     self._servers[backend] = None
                     return None
                 how, pid = server_client.ensure_running(paths, fp, self._config.idle_timeout, env)
