@@ -158,8 +158,9 @@ def ensure_running(paths: ServerPaths, fingerprint: str, idle_timeout: float,
             status = request_status(paths)
             how = "started"
             if status is not None:
-                if status.get("fingerprint") == fingerprint:
-                    return "warm", int(status["pid"])
+                pid = _warm_pid(status, fingerprint)
+                if pid is not None:
+                    return "warm", pid
                 _retire(paths)
                 how = "restarted"
             else:
@@ -169,6 +170,17 @@ def ensure_running(paths: ServerPaths, fingerprint: str, idle_timeout: float,
         raise ServerUnavailable(f"another build holds {paths.lock}") from err
     except OSError as err:
         raise ServerUnavailable(f"{type(err).__name__}: {err}") from err
+
+
+def warm_pid(paths: ServerPaths, fingerprint: str) -> int | None:
+    """The pid of the server answering on `paths` with our fingerprint; None when none does.
+    A read, without the start lock: ensure_running decides under it."""
+    status = request_status(paths)
+    return None if status is None else _warm_pid(status, fingerprint)
+
+
+def _warm_pid(status: dict[str, Any], fingerprint: str) -> int | None:
+    return int(status["pid"]) if status.get("fingerprint") == fingerprint else None
 
 
 def _spawn(paths: ServerPaths, idle_timeout: float, env: dict[str, str]) -> int:

@@ -91,13 +91,20 @@ class ServerRoute:
             try:
                 paths = shared_paths(backend)
                 fp = fingerprint(backend, self._config.toolchain())
-                if not _warm(paths, fp) and (cold := self._config.cold(backend)) >= COLD_BUILD:
+                # A warm server is used as found: asking again under the start lock
+                # (ensure_running) is only needed to start or replace one.
+                warm = server_client.warm_pid(paths, fp)
+                if warm is not None:
+                    how, pid = "warm", warm
+                elif (cold := self._config.cold(backend)) >= COLD_BUILD:
                     self._notice(f"{cold} {backend} targets were never built with this toolchain "
                                  "and no export server is warm: building on per-build workers, "
                                  "which a cold build this size finishes sooner")
                     self._servers[backend] = None
                     return None
-                how, pid = server_client.ensure_running(paths, fp, self._config.idle_timeout, env)
+                else:
+                    how, pid = server_client.ensure_running(paths, fp, self._config.idle_timeout,
+                                                            env)
                 found = (paths, fp)
                 self._notice(_started_message(backend, how, pid, self._config.idle_timeout))
             except Exception as err:  # an optimisation: nothing about it may fail a build
@@ -116,12 +123,6 @@ class ServerRoute:
                 self._notice(f"warning: the {backend} export server failed ({why}); "
                              "building with per-build workers")
             self._servers[backend] = None
-
-
-def _warm(paths: ServerPaths, fp: str) -> bool:
-    """Whether a server with our fingerprint answers now."""
-    status = server_client.request_status(paths)
-    return status is not None and status.get("fingerprint") == fp
 
 
 def _started_message(backend: str, how: str, pid: int, idle_timeout: float) -> str:
