@@ -172,8 +172,9 @@ def test_a_cold_build_counts_missing_manifests_and_other_toolchains(tmp_path: Pa
     # After a Keras upgrade every manifest records the old versions: all of them are cold.
     now = {"python": "CPython 3.11.7", "keras": "keras==3.15.1"}
     old = {**now, "keras": "keras==3.14.0"}
+    built = _artifact_dir(tmp_path)
     for name, toolchain in (("a", now), ("b", old)):
-        manifest_path(tmp_path / name).write_text(json.dumps({"inputs": {"toolchain": toolchain}}))
+        manifest_io.write(tmp_path / name, _manifest(built, inputs={"toolchain": toolchain}))
     manifest_path(tmp_path / "c").write_text("not json")
     artifacts = [tmp_path / n for n in ("a", "b", "c", "never")]
     assert cold(artifacts, now) == 3

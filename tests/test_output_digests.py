@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,12 +35,16 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return hashed
 
 
+def _hashed_by_the_job(out: Path) -> list[list[Any]]:
+    output_digests.written(str(out))
+    return output_digests.collect(str(out))
+
+
 def test_what_the_job_hashed_is_what_the_build_would_find(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = _tree(tmp_path / "serving")
-    output_digests.written(str(out))
-    reported = output_digests.collect(str(out))
+    reported = _hashed_by_the_job(out)
     # Across the wire, as a server child or worker sends it.
     result = JobResult.from_wire(JobResult(True, {}, hashed=tuple(reported)).to_wire())
     hashed = _counting(monkeypatch)
@@ -53,8 +58,7 @@ def test_a_file_changed_after_the_job_hashed_it_is_hashed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = _tree(tmp_path / "serving")
-    output_digests.written(str(out))
-    reported = output_digests.collect(str(out))
+    reported = _hashed_by_the_job(out)
     # Same size, new bytes: only the stat (mtime, ctime) tells.
     (out / "saved_model.pb").write_bytes(b"GRAPH" * 1000)
     hashed = _counting(monkeypatch)
@@ -67,8 +71,7 @@ def test_a_file_changed_after_the_job_hashed_it_is_hashed_again(
 def test_a_single_file_artifact_and_a_job_that_hashed_nothing(tmp_path: Path) -> None:
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"w" * 4096)
-    output_digests.written(str(weights))
-    reported = output_digests.collect(str(weights))
+    reported = _hashed_by_the_job(weights)
     assert [row[0] for row in reported] == ["w.weights.h5"]
     assert scan_tree(weights, output_digests.known(reported)) == scan_tree(weights)
     # A format that never called written(), or a result from a Ray node.

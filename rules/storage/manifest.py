@@ -81,9 +81,8 @@ def cold(artifacts: Iterable[Path], toolchain: Mapping[str, object]) -> int:
     upgrade every target rebuilds): the size of a cold build, read from the manifests alone."""
     count = 0
     for artifact in artifacts:
-        data = read_json(manifest_path(artifact))
-        inputs = data.get("inputs") if isinstance(data, dict) else None
-        count += not isinstance(inputs, dict) or inputs.get("toolchain") != toolchain
+        manifest = read(artifact)
+        count += manifest is None or manifest.inputs.get("toolchain") != toolchain
     return count
 
 
