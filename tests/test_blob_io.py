@@ -130,3 +130,34 @@ def test_stored_blobs_are_read_only_and_not_hashed_again(
     assert sum(hashed) < 4096, f"the store hashed {sum(hashed)} bytes again"
     for entry in result.files:
         assert cache.cas_path(entry.sha256).stat().st_mode & 0o777 == 0o444
+
+
+def test_a_blob_that_gc_takes_before_its_entry_is_written_is_stored_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gc whose scan predates the entry may unlink a fresh blob before the
+    # store has written the entry and stamped its blobs: the entry must not be
+    # left pointing at nothing (test_e2e_concurrency's gc-while-building).
+    from rules.cache import local as local_module
+
+    cache = LocalCache(tmp_path / "cache")
+    tree = _big_tree(tmp_path / "out")
+    scanned = scan_tree(tree)
+    taken = cache.cas_path(scanned[0][0].sha256)
+    real = local_module.fsync_dir
+    struck: list[Path] = []
+
+    def gc_strikes(path: Path) -> None:
+        if path == cache.ac_path(KEY).parent and taken.exists():
+            taken.unlink()
+            struck.append(taken)
+        real(path)
+
+    monkeypatch.setattr(local_module, "fsync_dir", gc_strikes)
+    result = cache.store(KEY, tree, {}, "//m:big", scanned)
+    monkeypatch.undo()
+    assert struck == [taken], "the simulated gc never ran"
+    for entry in result.files:
+        assert cache.cas_path(entry.sha256).exists(), entry.path
+    cache.materialize(KEY, cache.lookup(KEY), tmp_path / "restored")
+    assert scan_tree(tmp_path / "restored") == scanned

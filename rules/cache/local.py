@@ -228,14 +228,25 @@ class LocalCache:
             write_atomic(ac, data, mode=0o644)
             fsync_dir(ac.parent)
             # Give the blobs the AC entry's timestamp: gc takes the AC entry
-            # first on a tie, so it does not strand a fresh entry without its
-            # blobs (if it ever does, lookup just misses). Best effort: a
-            # concurrent gc may already have taken any of them.
-            with contextlib.suppress(OSError):
+            # first on a tie, and a gc whose scan saw a blob's older mtime no
+            # longer unlinks it. A gc that took a blob before this point (its
+            # scan predates the entry) would strand the entry: that blob is
+            # stored again, from the artifact still at hand.
+            try:
                 stamp = os.stat(ac).st_mtime_ns
-                for blob in blobs:
-                    with contextlib.suppress(OSError):
-                        os.utime(blob, ns=(stamp, stamp))
+            except FileNotFoundError:
+                return result  # gc took the entry itself: nothing is stranded
+            for entry, blob in zip(files, blobs, strict=True):
+                try:
+                    os.utime(blob, ns=(stamp, stamp))
+                    continue
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    continue  # another user's blob in a shared cache: best effort, as before
+                store_blob(artifact if single else artifact / entry.path, blob, entry)
+                with contextlib.suppress(OSError):
+                    os.utime(blob, ns=(stamp, stamp))
         except OSError as error:
             raise CacheError(f"cannot store {artifact} in cache {self.root}: {error}") from error
         return result
